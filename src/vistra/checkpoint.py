@@ -1,0 +1,50 @@
+"""Rebuilding a network from a vistra checkpoint alone.
+
+Every vistra model records its constructor arguments in ``model.config``; tasks write
+``{"class_path", "init_args"}`` into the checkpoint next to the weights, so a later stage (linear
+probe, fine-tuning, prediction, export) needs nothing but the path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+NETWORK_KEY = "vistra_network"
+
+
+def network_spec(network: nn.Module) -> dict:
+    if not hasattr(network, "config"):
+        raise TypeError(f"{type(network).__name__} does not record its constructor arguments")
+    cls = type(network)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(network.config)}
+
+
+def build_network(spec: dict) -> nn.Module:
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**spec["init_args"])
+
+
+def load_network(path: str | Path, prefix: str = "network.") -> nn.Module:
+    """The network saved by a vistra task at ``path``, with its trained weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    if NETWORK_KEY not in checkpoint:
+        raise ValueError(f"{path}: not a vistra checkpoint (no '{NETWORK_KEY}' entry)")
+    network = build_network(checkpoint[NETWORK_KEY])
+    state = {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    network.load_state_dict(state)
+    return network

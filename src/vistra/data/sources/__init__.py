@@ -1,0 +1,17 @@
+"""Image sources: one file per format, each a Dataset of (PIL image, label)."""
+
+from vistra.data.sources.base import ImageLoadError, ImageSource, load_image
+from vistra.data.sources.cifar import CIFARSource
+from vistra.data.sources.digits import DigitsSource
+from vistra.data.sources.image_folder import ImageFolderSource
+from vistra.data.sources.list_file import ListFileSource
+
+__all__ = [
+    "CIFARSource",
+    "DigitsSource",
+    "ImageFolderSource",
+    "ImageLoadError",
+    "ImageSource",
+    "ListFileSource",
+    "load_image",
+]

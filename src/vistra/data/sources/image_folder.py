@@ -1,0 +1,33 @@
+"""Images in one sub-folder per class (``root/<class>/<image>``), the ImageNet layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from vistra.data.sources.base import ImageSource
+
+
+class ImageFolderSource(ImageSource):
+    """``root/<class name>/**/<image>``; classes sorted by name get labels 0..C-1.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        skip_bad_images: drop unreadable files with one warning instead of failing on them.
+    """
+
+    def __init__(self, root: str | Path, skip_bad_images: bool = False) -> None:
+        self.origin = str(root)
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"{root}: image folder not found")
+        try:
+            self.classes, class_to_idx = find_classes(str(root))
+        except FileNotFoundError as error:
+            raise ValueError(f"{root}: expected one sub-folder per class ({error})") from error
+        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        self.items = [path for path, _ in samples]
+        self.labels = [label for _, label in samples]
+        if skip_bad_images:
+            self._drop_unreadable()
+        self._check_not_empty()

@@ -1,0 +1,6 @@
+"""LightningModules joining a model, its criterion, its optimizer recipe and its metrics."""
+
+from vistra.tasks.classification import LinearProbe
+from vistra.tasks.contrastive import ContrastivePretraining
+
+__all__ = ["ContrastivePretraining", "LinearProbe"]

@@ -1,0 +1,103 @@
+"""Stage 2: a linear classifier on a frozen encoder (linear probe)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from vistra.checkpoint import NETWORK_KEY, load_network, network_spec
+from vistra.tasks.optim import build_optimizer, cosine_with_warmup
+
+
+class LinearProbe(L.LightningModule):
+    """Cross-entropy on ``Linear(encoder features)``; the encoder stays in eval mode, no grad.
+
+    Give either ``checkpoint`` (a stage-1 vistra checkpoint: the network is rebuilt from it) or
+    ``network`` (e.g. a randomly initialised ``SupConModel`` as the baseline).
+
+    Args:
+        num_classes: classes of the dataset.
+        checkpoint: path of a vistra checkpoint holding the encoder.
+        network: a module with ``forward_features`` and ``num_features``.
+        feature_norm: BatchNorm without affine before the head (the MAE linear-probe recipe).
+        optimizer, lr, momentum, weight_decay, warmup_epochs: SGD recipe for the head.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        checkpoint: str | None = None,
+        network: nn.Module | None = None,
+        feature_norm: bool = False,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        warmup_epochs: float = 0,
+    ) -> None:
+        super().__init__()
+        if (checkpoint is None) == (network is None):
+            raise ValueError("give exactly one of checkpoint (a stage-1 run) or network")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.save_hyperparameters(ignore=["network"])
+        self.network = load_network(checkpoint) if checkpoint is not None else network
+        self.network.requires_grad_(False)
+        width = self.network.num_features
+        norm = nn.BatchNorm1d(width, affine=False) if feature_norm else nn.Identity()
+        self.head = nn.Sequential(norm, nn.Linear(width, num_classes))
+        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.network.eval()  # frozen: BatchNorm statistics must not move either
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images [B, 3, H, W] -> class logits [B, num_classes]."""
+        with torch.no_grad():
+            features = self.network.forward_features(images)
+        return self.head(features.float())
+
+    def _step(self, batch, stage: str) -> Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(labels))
+        if stage != "train":
+            self.top1.update(logits, labels)
+            self.top5.update(logits, labels)
+            self.log(f"{stage}/top1", self.top1, prog_bar=True, batch_size=len(labels))
+            self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).softmax(dim=1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        total = self.trainer.estimated_stepping_batches
+        warmup = round(hp.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))
+        scheduler = cosine_with_warmup(optimizer, warmup, total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[NETWORK_KEY] = network_spec(self.network)

@@ -1,0 +1,116 @@
+"""Stage 1 of SupCon / SimCLR: contrastive pre-training with a kNN monitor."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.evaluation.knn import knn_classify
+from vistra.losses.supcon import SupConLoss
+from vistra.tasks.optim import build_optimizer, cosine_with_warmup
+
+
+class ContrastivePretraining(L.LightningModule):
+    """Train ``network`` (images -> unit-norm projections) with the SupCon loss.
+
+    Batches are ``(views [B, V, 3, H, W], labels [B])``. With ``use_labels=False`` the labels
+    are ignored and the loss is SimCLR's. Validation (two loaders: training images without
+    augmentation, then held-out images) reports kNN top-1 of encoder features as ``val/knn_top1``.
+
+    Args:
+        network: e.g. ``SupConModel``; needs ``forward`` and ``forward_features``.
+        temperature, base_temperature, contrast_mode: see ``SupConLoss``.
+        use_labels: SupCon (True) or SimCLR (False).
+        optimizer: "sgd" (paper), "lars" (large batches) or "adamw".
+        lr: peak learning rate; warmup_epochs: linear warm-up before the cosine decay.
+        knn_k, knn_temperature: the kNN monitor (k=20 cosine, T=0.07 by default).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        temperature: float = 0.1,
+        base_temperature: float = 0.07,
+        contrast_mode: str = "all",
+        use_labels: bool = True,
+        optimizer: str = "sgd",
+        lr: float = 0.5,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 10,
+        knn_k: int = 20,
+        knn_temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        self.criterion = SupConLoss(temperature, base_temperature, contrast_mode)
+        self._features: dict[int, list[Tensor]] = {}
+        self._labels: dict[int, list[Tensor]] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(images)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        views, labels = batch  # [B, V, 3, H, W], [B]
+        batch_size, num_views = views.shape[:2]
+        projections = self.network(views.flatten(0, 1)).view(batch_size, num_views, -1)
+        loss = self.criterion(projections.float(), labels if self.hparams.use_labels else None)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        self._features.setdefault(dataloader_idx, []).append(
+            self.network.forward_features(images).float()
+        )
+        self._labels.setdefault(dataloader_idx, []).append(labels)
+
+    test_step = validation_step
+
+    def on_validation_epoch_end(self) -> None:
+        if len(self._features) == 2:
+            top1 = self._knn_top1()
+            self.log("val/knn_top1", top1, prog_bar=True, sync_dist=False)
+        self._features, self._labels = {}, {}
+
+    def on_test_epoch_end(self) -> None:
+        if len(self._features) == 2:
+            self.log("test/knn_top1", self._knn_top1())
+        self._features, self._labels = {}, {}
+
+    def _knn_top1(self) -> Tensor:
+        def gathered(store: dict, index: int) -> Tensor:
+            local = torch.cat(store[index])
+            everything = self.all_gather(local)
+            return everything.flatten(0, 1) if everything.ndim > local.ndim else everything
+
+        bank, bank_labels = gathered(self._features, 0), gathered(self._labels, 0)
+        queries, query_labels = gathered(self._features, 1), gathered(self._labels, 1)
+        num_classes = int(bank_labels.max()) + 1
+        scores = knn_classify(
+            queries,
+            bank,
+            bank_labels,
+            num_classes,
+            self.hparams.knn_k,
+            self.hparams.knn_temperature,
+        )
+        return (scores.argmax(dim=1) == query_labels).float().mean()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = build_optimizer(self.network, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        total = self.trainer.estimated_stepping_batches
+        steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        warmup = round(hp.warmup_epochs * steps_per_epoch)
+        scheduler = cosine_with_warmup(optimizer, warmup, total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[NETWORK_KEY] = network_spec(self.network)

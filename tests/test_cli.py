@@ -1,0 +1,64 @@
+"""The ``vistra`` command through a subprocess, as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "supcon"
+TINY = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--data.init_args.image_size=16",
+    "--data.init_args.batch_size=32",
+]
+
+
+def vistra(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "vistra.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_fit_then_linear_probe_from_the_checkpoint(tmp_path):
+    stage1 = vistra("fit", "--config", CONFIGS / "resnet18_digits.yaml", *TINY,
+                    "--trainer.default_root_dir", tmp_path / "s1", cwd=tmp_path)  # fmt: skip
+    assert stage1.returncode == 0, stage1.stderr[-2000:]
+    checkpoint = next((tmp_path / "s1").rglob("last.ckpt"))
+    assert "vistra_network" in torch.load(checkpoint, weights_only=False)
+
+    stage2 = vistra("fit", "--config", CONFIGS / "linear_digits.yaml", *TINY,
+                    "--model.init_args.checkpoint", checkpoint,
+                    "--trainer.default_root_dir", tmp_path / "s2", cwd=tmp_path)  # fmt: skip
+    assert stage2.returncode == 0, stage2.stderr[-2000:]
+    metrics = next((tmp_path / "s2").rglob("metrics.csv")).read_text()
+    assert "val/top1" in metrics
+
+
+def test_print_config_resolves_the_yaml(tmp_path):
+    result = vistra("fit", "--config", CONFIGS / "resnet18_digits.yaml", "--print_config",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vistra.models.SupConModel" in result.stdout and "temperature: 0.1" in result.stdout
+
+
+def test_misspelt_key_is_named(tmp_path):
+    result = vistra("fit", "--config", CONFIGS / "resnet18_digits.yaml",
+                    "--model.init_args.tempurature=0.2", cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0
+    assert "tempurature" in result.stderr
+
+
+def test_wrong_type_is_named(tmp_path):
+    result = vistra("fit", "--config", CONFIGS / "resnet18_digits.yaml",
+                    "--data.init_args.batch_size=many", cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0
+    assert "batch_size" in result.stderr
+
+
+def test_unknown_demo(tmp_path):
+    result = vistra("demo", "nonsense", cwd=tmp_path)
+    assert result.returncode != 0 and "unknown demo" in result.stderr

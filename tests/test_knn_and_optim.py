@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from vistra.evaluation.knn import knn_classify
+from vistra.tasks.optim import build_optimizer, cosine_with_warmup
+
+
+def test_knn_votes_weighted_by_similarity():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    scores = knn_classify(
+        torch.tensor([[0.2, 1.0]]), bank, labels, num_classes=2, k=2, temperature=1
+    )
+    query = torch.nn.functional.normalize(torch.tensor([0.2, 1.0]), dim=0)
+    unit = torch.nn.functional.normalize(bank, dim=1)
+    similarity = unit @ query
+    # The two nearest are the class-1 point and the second class-0 point.
+    expected = torch.tensor([math.exp(similarity[1]), math.exp(similarity[2])])
+    torch.testing.assert_close(scores[0], expected)
+    with pytest.raises(ValueError):
+        knn_classify(bank, bank, labels, 2, k=0)
+
+
+def test_cosine_with_warmup_shape():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = cosine_with_warmup(optimizer, warmup_steps=4, total_steps=14)
+    rates = []
+    for _ in range(14):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4] == pytest.approx(1.0) and rates[9] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    optimizer = build_optimizer(model, "lars", lr=0.1, weight_decay=0.5)
+    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decay == {id(model[0].weight)}
+    with pytest.raises(ValueError, match="optimizer"):
+        build_optimizer(model, "adam9", 0.1, 0.0)
