@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -22,44 +23,25 @@ def seconds_per_call(fn: Callable[[], object], warmup: int = 2, repeat: int = 5)
     return sorted(times)[len(times) // 2]
 
 
-def _peak_child(make: Callable[[], Callable[[], object]], queue) -> None:
+def peak_memory_mib(script: str, case: str) -> float:
+    """Peak extra resident memory (MiB) of one call of ``case``, in a fresh interpreter.
+
+    CPU PyTorch has no allocator peak counter, so ``python script --peak case`` builds the inputs,
+    then reports the growth of the kernel's high-water mark (ru_maxrss) over one call; see ``report_peak``. On CUDA use
+    torch.cuda.max_memory_allocated instead.
+    """
+    result = subprocess.run(
+        [sys.executable, script, "--peak", case], capture_output=True, text=True, check=True
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def report_peak(make: Callable[[], Callable[[], object]]) -> None:
+    """Child side of ``peak_memory_mib``: print the peak growth in MiB."""
     fn = make()
-    fn()  # first call allocates caches/workspaces too
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn()
-    queue.put((before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
-
-
-def peak_memory_mib(make: Callable[[], Callable[[], object]]) -> float:
-    """Peak resident memory (MiB) of ``make()()`` measured in a forked child process.
-
-    CPU PyTorch has no allocator peak counter, so each case runs in its own fork and we read the
-    kernel's high-water mark (ru_maxrss) once the inputs exist: the growth it reports is the peak
-    extra memory of one call. On CUDA use torch.cuda.max_memory_allocated instead.
-    """
-    context = mp.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_peak_child, args=(make, queue))
-    child.start()
-    before, after = queue.get()
-    child.join()
-    base = _baseline_rss_kib(make)
-    return max(after - base, after - before) / 1024
-
-
-def _baseline_rss_kib(make) -> int:
-    context = mp.get_context("fork")
-    queue = context.Queue()
-
-    def only_setup(q):
-        make()
-        q.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-    child = context.Process(target=only_setup, args=(queue,))
-    child.start()
-    value = queue.get()
-    child.join()
-    return value
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 
 
 def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeat: int = 5) -> float:

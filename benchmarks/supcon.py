@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak_flops, peak_memory_mib, seconds_per_call, table  # noqa: E402
+from common import matmul_peak_flops, peak_memory_mib, report_peak, seconds_per_call, table  # noqa: E402
 
 from vistra.losses import SupConLoss  # noqa: E402
 from vistra.models import SupConModel  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> None:
         probe_labels = torch.randint(0, CLASSES, (BATCH,))
         gap = (SupConLoss(0.1)(probe, probe_labels) - naive_supcon(probe, probe_labels)).abs()
     times = {name: seconds_per_call(step, repeat=7) for name, step in steps.items()}
-    memory = {name: peak_memory_mib(loss_case(name)) for name in steps}
+    memory = {name: peak_memory_mib(__file__, name) for name in steps}
     print(f"1. SupCon loss forward+backward, B={BATCH} x V={VIEWS}, D={DIM}, {CLASSES} classes")
     print(f"   |vistra - naive| loss = {gap.item():.2e}")
     print(
@@ -143,4 +143,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--peak":
+        report_peak(loss_case(sys.argv[2]))
+    else:
+        main()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "supcon"
@@ -62,3 +63,15 @@ def test_wrong_type_is_named(tmp_path):
 def test_unknown_demo(tmp_path):
     result = vistra("demo", "nonsense", cwd=tmp_path)
     assert result.returncode != 0 and "unknown demo" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "config", sorted((CONFIGS.parent).rglob("*.yaml")), ids=lambda path: path.name
+)
+def test_every_shipped_config_parses(config, capsys):
+    from vistra.cli import VistraCLI
+
+    with pytest.raises(SystemExit) as exit_info:
+        VistraCLI(args=["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path: vistra.tasks." in capsys.readouterr().out

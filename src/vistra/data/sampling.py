@@ -13,10 +13,6 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-# Lightning's training loop fetches one batch ahead, so when a checkpoint is written after batch
-# k the loader has already handed out batch k + 1.
-_LIGHTNING_PREFETCH = 1
-
 
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)`` keys; shuffled by a permutation seeded from (seed, epoch)."""
@@ -82,8 +78,7 @@ class ResumableDataLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        yielded = state["batches_yielded"]
-        done = yielded if yielded >= len(self) else max(yielded - _LIGHTNING_PREFETCH, 0)
+        done = state["batches_yielded"]
         if done >= len(self):
             return  # the epoch had finished: start the next one from its beginning
         self.sampler.resume(state["epoch"], done * self.batch_size)

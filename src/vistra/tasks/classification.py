@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vistra.checkpoint import NETWORK_KEY, load_network, network_spec
-from vistra.tasks.optim import build_optimizer, cosine_with_warmup
+from vistra.tasks.optim import build_optimizer, cosine_with_warmup, training_steps
 
 
 class LinearProbe(L.LightningModule):
@@ -91,8 +91,8 @@ class LinearProbe(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        total = self.trainer.estimated_stepping_batches
-        warmup = round(hp.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1))
+        steps_per_epoch, total = training_steps(self.trainer)
+        warmup = round(hp.warmup_epochs * steps_per_epoch)
         scheduler = cosine_with_warmup(optimizer, warmup, total)
         return {
             "optimizer": optimizer,

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from vistra.checkpoint import NETWORK_KEY, network_spec
 from vistra.evaluation.knn import knn_classify
 from vistra.losses.supcon import SupConLoss
-from vistra.tasks.optim import build_optimizer, cosine_with_warmup
+from vistra.tasks.optim import build_optimizer, cosine_with_warmup, training_steps
 
 
 class ContrastivePretraining(L.LightningModule):
@@ -103,8 +103,7 @@ class ContrastivePretraining(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_optimizer(self.network, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        total = self.trainer.estimated_stepping_batches
-        steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        steps_per_epoch, total = training_steps(self.trainer)
         warmup = round(hp.warmup_epochs * steps_per_epoch)
         scheduler = cosine_with_warmup(optimizer, warmup, total)
         return {

@@ -48,3 +48,24 @@ def cosine_with_warmup(
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def training_steps(trainer) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of ``trainer.fit``.
+
+    Not ``trainer.estimated_stepping_batches``: called from ``configure_optimizers`` it sets up
+    the training loader before Lightning restores a checkpoint, and the loader's saved position
+    is then never loaded, so a mid-epoch resume would replay the epoch from its start.
+    """
+    batches = len(trainer.datamodule.train_dataloader()) // max(trainer.world_size, 1)
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    per_epoch = max(math.ceil(batches / trainer.accumulate_grad_batches), 1)
+    total = per_epoch * max(trainer.max_epochs or 1, 1)
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        total = (
+            min(total, trainer.max_steps)
+            if trainer.max_epochs not in (None, -1)
+            else trainer.max_steps
+        )
+    return per_epoch, total
