@@ -27,8 +27,8 @@ def peak_memory_mib(script: str, case: str) -> float:
     """Peak extra resident memory (MiB) of one call of ``case``, in a fresh interpreter.
 
     CPU PyTorch has no allocator peak counter, so ``python script --peak case`` builds the inputs,
-    then reports the growth of the kernel's high-water mark (ru_maxrss) over one call; see ``report_peak``. On CUDA use
-    torch.cuda.max_memory_allocated instead.
+    then reports the growth of the kernel's high-water mark (ru_maxrss) over one call (see
+    ``report_peak``). On CUDA use torch.cuda.max_memory_allocated instead.
     """
     result = subprocess.run(
         [sys.executable, script, "--peak", case], capture_output=True, text=True, check=True
