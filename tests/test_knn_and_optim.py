@@ -43,3 +43,23 @@ def test_no_weight_decay_on_norms_and_biases():
     assert decay == {id(model[0].weight)}
     with pytest.raises(ValueError, match="optimizer"):
         build_optimizer(model, "adam9", 0.1, 0.0)
+
+
+def test_training_steps_counts_the_datamodule_loader():
+    from types import SimpleNamespace
+
+    from vistra.tasks.optim import training_steps
+
+    loader = list(range(11))  # 11 batches
+    datamodule = SimpleNamespace(train_dataloader=lambda: loader)
+
+    def trainer(**overrides):
+        options = dict(world_size=1, limit_train_batches=1.0, accumulate_grad_batches=1,
+                       max_epochs=3, max_steps=-1, datamodule=datamodule)  # fmt: skip
+        return SimpleNamespace(**{**options, **overrides})
+
+    assert training_steps(trainer()) == (11, 33)
+    assert training_steps(trainer(accumulate_grad_batches=2)) == (6, 18)
+    assert training_steps(trainer(limit_train_batches=4)) == (4, 12)
+    assert training_steps(trainer(max_steps=20)) == (11, 20)
+    assert training_steps(trainer(max_epochs=-1, max_steps=50)) == (11, 50)

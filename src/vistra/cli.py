@@ -12,7 +12,7 @@ import sys
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-DEMOS = ("supcon",)
+DEMOS = ("supcon", "mae")  # the first is the default
 
 
 class VistraCLI(LightningCLI):
@@ -31,16 +31,16 @@ class VistraCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "demo":
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] == "demo":
         from vistra.demo import run_demo
 
-        name = argv[1] if len(argv) > 1 else DEMOS[-1]
+        name = words[1] if len(words) > 1 else DEMOS[0]
         if name not in DEMOS:
             sys.exit(f"vistra demo: unknown demo {name!r}; choose from {', '.join(DEMOS)}")
-        run_demo(name, *argv[2:])
+        run_demo(name, *words[2:])
         return
-    VistraCLI(args=argv if argv != sys.argv[1:] else None)
+    VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
 
 
 if __name__ == "__main__":

@@ -58,7 +58,11 @@ class SeededAugmentation(Dataset):
         epoch, index = key
         image, label = self.source[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            # Only the CPU generator: torch.manual_seed also queues a seed for every lazily
+            # initialised accelerator backend and records a stack trace for each.
+            torch.default_generator.manual_seed(
+                (self.seed * 1_000_003 + epoch) * 10_000_019 + index
+            )
             return self.transform(image), label
 
 
@@ -78,6 +82,8 @@ class ResumableDataLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        # Lightning takes this state before fetching the next batch, so every batch handed out
+        # has been trained on (tests/test_resume.py pins this down).
         done = state["batches_yielded"]
         if done >= len(self):
             return  # the epoch had finished: start the next one from its beginning

@@ -85,8 +85,7 @@ class SupConLoss(nn.Module):
         image_ids = torch.arange(batch, device=features.device) + rank * batch
         if world > 1:
             all_features = _GatherWithGrad.apply(features)
-            if labels is not None:
-                labels_all = _gather_no_grad(labels)
+            labels_all = _gather_no_grad(labels) if labels is not None else None
             image_ids_all = torch.arange(batch * world, device=features.device)
         else:
             all_features, labels_all, image_ids_all = features, labels, image_ids

@@ -18,13 +18,22 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
+    layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
-    """Norm and bias parameters get no weight decay (``module.no_weight_decay()`` is honoured)."""
+    """Norm and bias parameters get no weight decay (``module.no_weight_decay()`` is honoured).
+
+    ``layer_decay``: see ``param_groups_layer_decay``.
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
     if isinstance(module, nn.Module):
         skip = module.no_weight_decay() if hasattr(module, "no_weight_decay") else ()
-        params = param_groups_weight_decay(module, weight_decay, no_weight_decay_list=skip)
+        if layer_decay is None:
+            params = param_groups_weight_decay(module, weight_decay, no_weight_decay_list=skip)
+        else:
+            params = param_groups_layer_decay(module, lr, weight_decay, layer_decay, skip)
     else:
         params = module
     if name == "sgd":
@@ -32,6 +41,34 @@ def build_optimizer(
     if name == "lars":
         return Lars(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def param_groups_layer_decay(
+    module: nn.Module, lr: float, weight_decay: float, layer_decay: float, skip=()
+) -> list[dict]:
+    """Layer-wise lr decay as in MAE / BEiT fine-tuning.
+
+    With L = ``module.num_layers``, parameter layer l = ``module.layer_of(name)`` in 0..L gets
+    lr x layer_decay ** (L - l): the embeddings the smallest rate, the head the full rate.
+    (timm's version puts the final norm with the last block, which is not the MAE recipe.)
+    Norms, biases and ``skip`` names get no weight decay.
+    """
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = module.layer_of(name)
+        no_decay = param.ndim <= 1 or name in skip
+        group = groups.setdefault(
+            (layer, no_decay),
+            {
+                "params": [],
+                "lr": lr * layer_decay ** (module.num_layers - layer),
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            },
+        )
+        group["params"].append(param)
+    return list(groups.values())
 
 
 def cosine_with_warmup(
@@ -53,19 +90,20 @@ def cosine_with_warmup(
 def training_steps(trainer) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) of ``trainer.fit``.
 
-    Not ``trainer.estimated_stepping_batches``: called from ``configure_optimizers`` it sets up
-    the training loader before Lightning restores a checkpoint, and the loader's saved position
-    is then never loaded, so a mid-epoch resume would replay the epoch from its start.
+    Counted from the datamodule's loader rather than ``trainer.estimated_stepping_batches``:
+    called from ``configure_optimizers`` that sets up the training loader before Lightning
+    restores a checkpoint, and the loader's saved position is then never loaded, so a mid-epoch
+    resume would replay the epoch from its start. Without a datamodule we fall back to it.
     """
+    if trainer.datamodule is None:
+        total = int(trainer.estimated_stepping_batches)
+        return max(total // max(trainer.max_epochs or 1, 1), 1), total
     batches = len(trainer.datamodule.train_dataloader()) // max(trainer.world_size, 1)
     limit = trainer.limit_train_batches
     batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
     per_epoch = max(math.ceil(batches / trainer.accumulate_grad_batches), 1)
-    total = per_epoch * max(trainer.max_epochs or 1, 1)
+    epochs_bounded = trainer.max_epochs is not None and trainer.max_epochs > 0
+    total = per_epoch * trainer.max_epochs if epochs_bounded else trainer.max_steps
     if trainer.max_steps is not None and trainer.max_steps > 0:
-        total = (
-            min(total, trainer.max_steps)
-            if trainer.max_epochs not in (None, -1)
-            else trainer.max_steps
-        )
-    return per_epoch, total
+        total = min(total, trainer.max_steps)
+    return per_epoch, max(total, 1)
