@@ -47,9 +47,7 @@ def embedding_scatter(
         draw.rectangle([left + 4, margin - 6, left + side - 4, side - 4], outline=(200, 200, 200))
         for (x, y), label in zip(scaled.tolist(), labels.tolist()):
             colour = PALETTE[label % len(PALETTE)]
-            draw.ellipse(
-                [left + x - 2, margin + y - 2 - 8, left + x + 2, margin + y + 2 - 8], fill=colour
-            )
+            draw.ellipse([left + x - 2, y - 2, left + x + 2, y + 2], fill=colour)
     for index, name in enumerate(class_names):
         x = 8 + (index % 10) * 60
         y = side + margin // 2 + legend * (index // 10)
@@ -58,4 +56,35 @@ def embedding_scatter(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
+    return path
+
+
+@torch.no_grad()
+def mae_reconstruction_grid(network, images: Tensor, outputs: dict, path: str | Path) -> Path:
+    """One row per image: original | masked | reconstruction | reconstruction + visible patches.
+
+    Args:
+        network: the ``MaskedAutoencoder`` (for patch size, grid and un-normalisation).
+        images: [N, 3, H, W] normalised input; outputs: its forward pass ("pred", "mask").
+    """
+    from torchvision.utils import save_image
+
+    from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from vistra.models.mae import unpatchify
+
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    p = network.patch_size
+    patch_mask = outputs["mask"].unsqueeze(-1).expand(-1, -1, p * p * images.shape[1])
+    pixel_mask = unpatchify(patch_mask.to(images.dtype), p, network.grid)  # 1 = removed
+    reconstruction = network.reconstruct(images, outputs)
+    grey = (0.5 - mean) / std
+    masked = images * (1 - pixel_mask) + grey * pixel_mask
+    pasted = images * (1 - pixel_mask) + reconstruction * pixel_mask
+    rows = torch.stack([images, masked, reconstruction, pasted], dim=1).flatten(0, 1)
+    if rows.shape[-1] < 96:  # small images: enlarge so a person can see the patches
+        rows = torch.nn.functional.interpolate(rows, scale_factor=-(-96 // rows.shape[-1]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image((rows * std + mean).clamp(0, 1), path, nrow=4, padding=1)
     return path

@@ -37,6 +37,8 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: per-device batch size.
         num_workers: loader processes (0 = in the main process).
         seed: seed of the epoch order and of every augmentation.
+        knn_bank: validation yields two loaders for the kNN monitor: the training images
+            without augmentation (the memory bank), then the held-out images.
     """
 
     def __init__(
@@ -47,13 +49,14 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        knn_bank: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.train_source, self.val_source = train, val
         self.image_size, self.batch_size = image_size, batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.num_workers, self.seed, self.knn_bank = num_workers, seed, knn_bank
 
     @property
     def classes(self) -> list[str]:
@@ -87,12 +90,14 @@ class ImageDataModule(L.LightningDataModule):
         dataset = _TransformedSource(source, eval_transform(self.image_size))
         return DataLoader(dataset, shuffle=False, **self._loader_options())
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.val_source is None:
             return []
+        if self.knn_bank:
+            return [self.eval_loader(self.train_source), self.eval_loader(self.val_source)]
         return self.eval_loader(self.val_source)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
         return self.val_dataloader()
 
     def predict_dataloader(self) -> DataLoader:
@@ -102,8 +107,7 @@ class ImageDataModule(L.LightningDataModule):
 class ContrastiveDataModule(ImageDataModule):
     """Two (or more) augmented views per image: batches ``(views [B, V, 3, H, W], labels [B])``.
 
-    Validation yields two loaders for the kNN monitor: the training images without augmentation
-    (the memory bank), then the held-out images.
+    ``knn_bank`` is on by default: validation feeds the kNN monitor.
 
     Args:
         views: augmented views per image (paper: 2).
@@ -122,25 +126,20 @@ class ContrastiveDataModule(ImageDataModule):
         views: int = 2,
         crop_scale: tuple[float, float] = (0.2, 1.0),
         horizontal_flip: bool = True,
+        knn_bank: bool = True,
     ) -> None:
-        super().__init__(train, val, image_size, batch_size, num_workers, seed)
+        super().__init__(train, val, image_size, batch_size, num_workers, seed, knn_bank)
         self.views, self.crop_scale, self.horizontal_flip = views, crop_scale, horizontal_flip
 
     def train_transform(self):
         view = contrastive_transform(self.image_size, self.crop_scale, self.horizontal_flip)
         return MultiView(view, self.views)
 
-    def val_dataloader(self) -> list[DataLoader]:
-        if self.val_source is None:
-            return []
-        return [self.eval_loader(self.train_source), self.eval_loader(self.val_source)]
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self.val_dataloader()
-
 
 class ClassificationDataModule(ImageDataModule):
     """Single augmented view per image: batches ``(images [B, 3, H, W], labels [B])``.
+
+    Also the MAE pre-training data: crop_scale (0.2, 1.0), flip, ``knn_bank: true``.
 
     Args:
         crop_scale: RandomResizedCrop scale range for training.
@@ -157,8 +156,9 @@ class ClassificationDataModule(ImageDataModule):
         seed: int = 0,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         horizontal_flip: bool = True,
+        knn_bank: bool = False,
     ) -> None:
-        super().__init__(train, val, image_size, batch_size, num_workers, seed)
+        super().__init__(train, val, image_size, batch_size, num_workers, seed, knn_bank)
         self.crop_scale, self.horizontal_flip = crop_scale, horizontal_flip
 
     def train_transform(self):

@@ -2,5 +2,6 @@
 
 from vistra.tasks.classification import LinearProbe
 from vistra.tasks.contrastive import ContrastivePretraining
+from vistra.tasks.pretrain_mae import MAEPretraining
 
-__all__ = ["ContrastivePretraining", "LinearProbe"]
+__all__ = ["ContrastivePretraining", "LinearProbe", "MAEPretraining"]

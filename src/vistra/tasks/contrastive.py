@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import lightning as L
-import torch
 from torch import Tensor, nn
 
 from vistra.checkpoint import NETWORK_KEY, network_spec
-from vistra.evaluation.knn import knn_classify
 from vistra.losses.supcon import SupConLoss
+from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, cosine_with_warmup, training_steps
 
 
-class ContrastivePretraining(L.LightningModule):
+class ContrastivePretraining(KNNMonitor, L.LightningModule):
     """Train ``network`` (images -> unit-norm projections) with the SupCon loss.
 
     Batches are ``(views [B, V, 3, H, W], labels [B])``. With ``use_labels=False`` the labels
@@ -47,8 +46,6 @@ class ContrastivePretraining(L.LightningModule):
         self.save_hyperparameters(ignore=["network"])
         self.network = network
         self.criterion = SupConLoss(temperature, base_temperature, contrast_mode)
-        self._features: dict[int, list[Tensor]] = {}
-        self._labels: dict[int, list[Tensor]] = {}
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)
@@ -60,45 +57,6 @@ class ContrastivePretraining(L.LightningModule):
         loss = self.criterion(projections.float(), labels if self.hparams.use_labels else None)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
-
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, labels = batch
-        self._features.setdefault(dataloader_idx, []).append(
-            self.network.forward_features(images).float()
-        )
-        self._labels.setdefault(dataloader_idx, []).append(labels)
-
-    test_step = validation_step
-
-    def on_validation_epoch_end(self) -> None:
-        if len(self._features) == 2:
-            top1 = self._knn_top1()
-            self.log("val/knn_top1", top1, prog_bar=True, sync_dist=False)
-        self._features, self._labels = {}, {}
-
-    def on_test_epoch_end(self) -> None:
-        if len(self._features) == 2:
-            self.log("test/knn_top1", self._knn_top1())
-        self._features, self._labels = {}, {}
-
-    def _knn_top1(self) -> Tensor:
-        def gathered(store: dict, index: int) -> Tensor:
-            local = torch.cat(store[index])
-            everything = self.all_gather(local)
-            return everything.flatten(0, 1) if everything.ndim > local.ndim else everything
-
-        bank, bank_labels = gathered(self._features, 0), gathered(self._labels, 0)
-        queries, query_labels = gathered(self._features, 1), gathered(self._labels, 1)
-        num_classes = int(bank_labels.max()) + 1
-        scores = knn_classify(
-            queries,
-            bank,
-            bank_labels,
-            num_classes,
-            self.hparams.knn_k,
-            self.hparams.knn_temperature,
-        )
-        return (scores.argmax(dim=1) == query_labels).float().mean()
 
     def configure_optimizers(self):
         hp = self.hparams

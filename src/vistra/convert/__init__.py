@@ -1,0 +1,5 @@
+"""Checkpoints people already own -> vistra state dicts."""
+
+from vistra.convert.mae import load_mae_weights, mae_state_dict_from_hf
+
+__all__ = ["load_mae_weights", "mae_state_dict_from_hf"]

@@ -1,0 +1,308 @@
+"""Masked autoencoder (He et al., "Masked Autoencoders Are Scalable Vision Learners", 2021).
+
+A ViT encoder that sees only the visible patches, and a lightweight decoder that gets the
+encoded visible tokens plus one shared learnable mask token per removed patch, puts them back
+in image order and predicts every patch's pixels. The loss (``mae_loss``) is the mean squared
+error on the removed patches only, against per-patch normalised pixels by default.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from timm.layers import PatchEmbed
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+# (width, depth, heads) of the ViT sizes used in the paper and in timm.
+PRESETS = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
+}
+
+
+def sincos_2d_position_embedding(width: int, grid: tuple[int, int], cls_token: bool) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding, the MAE repository's layout.
+
+    Returns [1 + H*W, width] with cls_token (its row is zeros), else [H*W, width]. The first
+    half of the channels encodes the column index, the second half the row index; each half is
+    [sin(pos * w_k), cos(pos * w_k)] with w_k = 10000^(-k / (width/4)).
+    """
+    if width % 4:
+        raise ValueError(f"position embedding width must be divisible by 4, got {width}")
+    rows, cols = grid
+    frequencies = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width / 4))
+    row, col = torch.meshgrid(
+        torch.arange(rows, dtype=torch.float64),
+        torch.arange(cols, dtype=torch.float64),
+        indexing="ij",
+    )
+    angles_col = col.reshape(-1, 1) * frequencies  # [H*W, width/4]
+    angles_row = row.reshape(-1, 1) * frequencies
+    table = torch.cat(
+        [angles_col.sin(), angles_col.cos(), angles_row.sin(), angles_row.cos()], dim=1
+    )
+    if cls_token:
+        table = torch.cat([torch.zeros(1, width, dtype=torch.float64), table])
+    return table.float()
+
+
+def random_masking(
+    tokens: Tensor, mask_ratio: float, noise: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-sample random masking by argsort of uniform noise (the MAE recipe).
+
+    Args:
+        tokens: [B, L, D] patch tokens.
+        mask_ratio: share of the L patches to remove.
+        noise: optional [B, L] noise to make the choice reproducible; lowest noise is kept.
+
+    Returns:
+        visible [B, L_keep, D] with L_keep = int(L * (1 - mask_ratio)),
+        mask [B, L] float, 1 = removed, in the original patch order,
+        ids_restore [B, L] long, the permutation that undoes the shuffle.
+    """
+    batch, length, width = tokens.shape
+    keep = int(length * (1 - mask_ratio))
+    if noise is None:
+        noise = torch.rand(batch, length, device=tokens.device)
+    elif noise.shape != (batch, length):
+        raise ValueError(f"noise must be [B, L]={batch, length}, got {tuple(noise.shape)}")
+    ids_shuffle = noise.argsort(dim=1)
+    ids_restore = ids_shuffle.argsort(dim=1)
+    ids_keep = ids_shuffle[:, :keep]
+    visible = tokens.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, width))
+    mask = torch.ones(batch, length, device=tokens.device)
+    mask[:, :keep] = 0
+    mask = mask.gather(1, ids_restore)
+    return visible, mask, ids_restore
+
+
+def patchify(images: Tensor, patch_size: int) -> Tensor:
+    """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C], patches in row-major order, pixels (row, col, c)."""
+    batch, channels, height, width = images.shape
+    rows, cols = height // patch_size, width // patch_size
+    patches = images.reshape(batch, channels, rows, patch_size, cols, patch_size)
+    return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, rows * cols, -1)
+
+
+def unpatchify(patches: Tensor, patch_size: int, grid: tuple[int, int]) -> Tensor:
+    """Inverse of ``patchify``: [B, L, p*p*C] -> [B, C, H, W]."""
+    batch = patches.shape[0]
+    rows, cols = grid
+    channels = patches.shape[-1] // patch_size**2
+    images = patches.reshape(batch, rows, cols, patch_size, patch_size, channels)
+    return images.permute(0, 5, 1, 3, 2, 4).reshape(
+        batch, channels, rows * patch_size, cols * patch_size
+    )
+
+
+def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
+             norm_pix_loss: bool = True) -> Tensor:  # fmt: skip
+    """Mean squared error on removed patches only.
+
+    Args:
+        predictions: [B, L, p*p*C] decoder output.
+        images: [B, C, H, W] the input the patches come from.
+        mask: [B, L], 1 = removed.
+        norm_pix_loss: the target is each patch normalised by its own mean and variance
+            (unbiased, + 1e-6), which the paper finds gives better representations.
+
+    Returns:
+        scalar: sum over removed patches of the per-patch mean squared error / removed count.
+    """
+    target = patchify(images, patch_size)
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        variance = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (variance + 1e-6) ** 0.5
+    per_patch = ((predictions - target) ** 2).mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1)
+
+
+class MaskedAutoencoder(nn.Module):
+    """MAE with a ViT encoder and a lightweight Transformer decoder.
+
+    Args:
+        size: encoder preset ("tiny", "small", "base", "large", "huge"), see ``PRESETS``.
+        image_size: square input side, divisible by ``patch_size``.
+        patch_size: 16 or 14 (ViT-H/14).
+        decoder_width, decoder_depth, decoder_heads: the paper's default decoder is 512 / 8 / 16.
+        mask_ratio: share of patches removed in pre-training (paper: 0.75).
+        norm_pix_loss: per-patch normalised target (paper default for its best results).
+        mlp_ratio: MLP hidden width / width for encoder and decoder blocks.
+        in_chans: input channels.
+    """
+
+    def __init__(
+        self,
+        size: str = "base",
+        image_size: int = 224,
+        patch_size: int = 16,
+        decoder_width: int = 512,
+        decoder_depth: int = 8,
+        decoder_heads: int = 16,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        mlp_ratio: float = 4.0,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        if size not in PRESETS:
+            raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        self.config = dict(
+            size=size, image_size=image_size, patch_size=patch_size, decoder_width=decoder_width,
+            decoder_depth=decoder_depth, decoder_heads=decoder_heads, mask_ratio=mask_ratio,
+            norm_pix_loss=norm_pix_loss, mlp_ratio=mlp_ratio, in_chans=in_chans,
+        )  # fmt: skip
+        width, depth, heads = PRESETS[size]
+        self.patch_size, self.mask_ratio, self.norm_pix_loss = patch_size, mask_ratio, norm_pix_loss
+        self.grid = (image_size // patch_size, image_size // patch_size)
+        self.num_features = width
+        norm = partial(nn.LayerNorm, eps=1e-6)  # the MAE repository's eps
+
+        self.patch_embed = PatchEmbed(image_size, patch_size, in_chans, width)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.register_buffer(
+            "pos_embed", sincos_2d_position_embedding(width, self.grid, True)[None], persistent=True
+        )
+        self.blocks = nn.ModuleList(
+            Block(width, heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)
+        )
+        self.norm = norm(width)
+
+        self.decoder_embed = nn.Linear(width, decoder_width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_width))
+        self.register_buffer(
+            "decoder_pos_embed",
+            sincos_2d_position_embedding(decoder_width, self.grid, True)[None],
+            persistent=True,
+        )
+        self.decoder_blocks = nn.ModuleList(
+            Block(decoder_width, decoder_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+            for _ in range(decoder_depth)
+        )
+        self.decoder_norm = norm(decoder_width)
+        self.decoder_pred = nn.Linear(decoder_width, patch_size**2 * in_chans)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # As the MAE repository: patch projection like a linear layer, tokens N(0, 0.02),
+        # xavier-uniform linears with zero bias, LayerNorm weight 1 bias 0.
+        projection = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(projection.view(projection.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @property
+    def num_layers(self) -> int:
+        """Layers for layer-wise lr decay: embeddings, one per block, then everything after."""
+        return len(self.blocks) + 1
+
+    def layer_of(self, name: str) -> int:
+        """Layer of parameter ``name``: 0 embeddings, i + 1 block i, ``num_layers`` the rest."""
+        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+
+    def forward_encoder(
+        self, images: Tensor, mask_ratio: float, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """images [B, C, H, W] -> latent [B, 1 + L_keep, width], mask [B, L], ids_restore [B, L].
+
+        Only the visible patches (and the class token) go through the Transformer blocks.
+        """
+        tokens = self.patch_embed(images) + self.pos_embed[:, 1:]
+        if mask_ratio > 0:
+            tokens, mask, ids_restore = random_masking(tokens, mask_ratio, noise)
+        else:  # deterministic feature extraction: nothing removed, nothing shuffled
+            batch, length = tokens.shape[:2]
+            mask = tokens.new_zeros(batch, length)
+            ids_restore = torch.arange(length, device=tokens.device).expand(batch, -1)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        hidden = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            hidden = block(hidden)
+        return self.norm(hidden), mask, ids_restore
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """latent [B, 1 + L_keep, width], ids_restore [B, L] -> pixel predictions [B, L, p*p*C]."""
+        hidden = self.decoder_embed(latent)
+        batch, visible_plus_cls, width = hidden.shape
+        length = ids_restore.shape[1]
+        masked = self.mask_token.expand(batch, length + 1 - visible_plus_cls, -1)
+        patches = torch.cat([hidden[:, 1:], masked], dim=1)
+        patches = patches.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, width))
+        hidden = torch.cat([hidden[:, :1], patches], dim=1) + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            hidden = block(hidden)
+        return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
+
+    def forward(
+        self, images: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Pre-training forward pass (the loss stays out: see ``mae_loss`` / ``loss``).
+
+        Returns:
+            "pred": [B, L, p*p*C] pixel predictions for every patch,
+            "mask": [B, L] 1 = removed, "ids_restore": [B, L].
+        """
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        latent, mask, ids_restore = self.forward_encoder(images, ratio, noise)
+        return {"pred": self.forward_decoder(latent, ids_restore), "mask": mask,
+                "ids_restore": ids_restore}  # fmt: skip
+
+    def loss(self, images: Tensor, outputs: dict[str, Tensor]) -> Tensor:
+        return mae_loss(
+            outputs["pred"], images, outputs["mask"], self.patch_size, self.norm_pix_loss
+        )
+
+    def forward_features(self, images: Tensor, pool: str = "avg") -> Tensor:
+        """Deterministic features of the whole image (no masking): [B, width].
+
+        pool="avg": mean of the patch tokens (after the final norm), "cls": the class token.
+        """
+        latent, _, _ = self.forward_encoder(images, mask_ratio=0.0)
+        return latent[:, 1:].mean(dim=1) if pool == "avg" else latent[:, 0]
+
+    def reconstruct(self, images: Tensor, outputs: dict[str, Tensor]) -> Tensor:
+        """Predictions back in pixel space [B, C, H, W], un-normalising per patch if needed."""
+        predictions = outputs["pred"]
+        if self.norm_pix_loss:
+            target = patchify(images, self.patch_size)
+            mean = target.mean(dim=-1, keepdim=True)
+            std = (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+            predictions = predictions * std + mean
+        return unpatchify(predictions, self.patch_size, self.grid)
+
+
+__all__ = [
+    "PRESETS",
+    "MaskedAutoencoder",
+    "mae_loss",
+    "patchify",
+    "random_masking",
+    "sincos_2d_position_embedding",
+    "unpatchify",
+]

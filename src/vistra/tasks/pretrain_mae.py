@@ -1,0 +1,99 @@
+"""MAE pre-training: masked reconstruction, kNN monitor, reconstruction pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch import Tensor, nn
+
+from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.tasks.knn_monitor import KNNMonitor
+from vistra.tasks.optim import build_optimizer, cosine_with_warmup, training_steps
+
+
+class MAEPretraining(KNNMonitor, L.LightningModule):
+    """Train a ``MaskedAutoencoder`` on ``(images [B, 3, H, W], labels [B])`` batches.
+
+    The paper's recipe: AdamW (0.9, 0.95), weight decay 0.05 (none on norms, biases, tokens,
+    position embeddings), lr = base_lr x effective batch / 256 with base_lr 1.5e-4, cosine decay
+    after a linear warm-up (40 epochs in the paper).
+
+    Args:
+        network: the ``MaskedAutoencoder``.
+        base_lr: learning rate per 256 images; absolute lr = base_lr * global batch / 256.
+        weight_decay, betas, warmup_epochs: the optimizer recipe.
+        knn_k, knn_temperature: the kNN monitor on mask-free encoder features.
+        pictures: images of the first validation batch drawn as reconstruction grids each
+            validation (0 = none); written to ``<log dir>/reconstructions/``.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        base_lr: float = 1.5e-4,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_epochs: float = 40,
+        knn_k: int = 20,
+        knn_temperature: float = 0.07,
+        pictures: int = 8,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.network(images)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, _ = batch
+        loss = self.network.loss(images, self.network(images))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        images, _ = batch
+        last_loader = dataloader_idx == len(self.trainer.val_dataloaders or [0]) - 1
+        if batch_idx == 0 and last_loader:
+            outputs = self.network(images)
+            self.log("val/loss", self.network.loss(images, outputs), add_dataloader_idx=False)
+            if (
+                self.hparams.pictures
+                and self.trainer.is_global_zero
+                and not self.trainer.sanity_checking
+            ):
+                self._save_reconstructions(images[: self.hparams.pictures], outputs)
+
+    def _save_reconstructions(self, images: Tensor, outputs: dict[str, Tensor]) -> None:
+        from vistra.visualize import mae_reconstruction_grid
+
+        count = len(images)
+        outputs = {key: value[:count] for key, value in outputs.items()}
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
+        mae_reconstruction_grid(
+            self.network, images, outputs, folder / f"epoch_{self.current_epoch:04d}.png"
+        )
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        steps_per_epoch, total = training_steps(self.trainer)
+        global_batch = (
+            self.trainer.datamodule.batch_size
+            * self.trainer.world_size
+            * self.trainer.accumulate_grad_batches
+        )
+        lr = hp.base_lr * global_batch / 256
+        optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas)
+        scheduler = cosine_with_warmup(optimizer, round(hp.warmup_epochs * steps_per_epoch), total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[NETWORK_KEY] = network_spec(self.network)
+
+
+__all__ = ["MAEPretraining"]
