@@ -1,0 +1,123 @@
+"""MAE pre-training step: vistra against Hugging Face ViTMAEForPreTraining, side by side.
+
+1. Step time (forward + backward + AdamW) and peak memory at ViT-B/16, 224x224, batch 8 and 32,
+   float32 and bf16 autocast, both models holding the same weights and the same masking noise.
+2. The paper's ablation: the same step with the mask tokens fed through the encoder (all 196
+   patches encoded) against the visible-only encoder — the pre-training speed-up.
+3. Achieved FLOP/s (torch.utils.flop_counter) against this machine's measured matmul peak.
+
+Run: .venv/bin/python benchmarks/mae.py [--quick]   (--quick: batch 8 only, fewer repeats)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import matmul_peak_flops, peak_memory_mib, report_peak, seconds_per_call, table  # noqa: E402
+
+from vistra.convert import mae_state_dict_from_hf  # noqa: E402
+from vistra.models.mae import MaskedAutoencoder, mae_loss  # noqa: E402
+
+IMAGE, PATCH = 224, 16
+
+
+def build_pair():
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    config = ViTMAEConfig(layer_norm_eps=1e-6, norm_pix_loss=True, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    peer = ViTMAEForPreTraining(config)
+    ours = MaskedAutoencoder("base", IMAGE, PATCH)
+    ours.load_state_dict(mae_state_dict_from_hf(peer.state_dict()))
+    return ours, peer
+
+
+def make_step(which: str, batch: int, dtype: torch.dtype | None):
+    """A closure running one training step; which in {"vistra", "hf", "vistra-encode-all"}."""
+    ours, peer = build_pair()
+    model = peer if which == "hf" else ours
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, IMAGE, IMAGE, generator=generator)
+    noise = torch.rand(batch, (IMAGE // PATCH) ** 2, generator=generator)
+
+    def step():
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            if which == "hf":
+                loss = peer(pixel_values=images, noise=noise).loss
+            elif which == "vistra":
+                loss = ours.loss(images, ours(images, noise=noise))
+            else:
+                loss = encode_all_loss(ours, images, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def encode_all_loss(model: MaskedAutoencoder, images, noise):
+    """The ablation: every patch (mask tokens in place of removed ones) goes through the encoder."""
+    tokens = model.patch_embed(images)
+    keep = int(tokens.shape[1] * (1 - model.mask_ratio))
+    ids_restore = noise.argsort(dim=1).argsort(dim=1)
+    mask = (ids_restore >= keep).float()  # 1 = removed
+    encoder_mask_token = model.mask_token.new_zeros(1, 1, tokens.shape[-1])
+    tokens = (
+        torch.where(mask.bool()[..., None], encoder_mask_token, tokens) + model.pos_embed[:, 1:]
+    )
+    cls = (model.cls_token + model.pos_embed[:, :1]).expand(len(images), -1, -1)
+    hidden = torch.cat([cls, tokens], dim=1)
+    for block in model.blocks:
+        hidden = block(hidden)
+    hidden = model.decoder_embed(model.norm(hidden)) + model.decoder_pos_embed
+    for block in model.decoder_blocks:
+        hidden = block(hidden)
+    predictions = model.decoder_pred(model.decoder_norm(hidden))[:, 1:]
+    return mae_loss(predictions, images, mask, model.patch_size, model.norm_pix_loss)
+
+
+CASES = {
+    f"{which}:{batch}:{name}": (which, batch, dtype)
+    for batch in (8, 32)
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))
+    for which in ("vistra", "hf", "vistra-encode-all")
+}
+
+
+def main(quick: bool) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ViT-B/16 {IMAGE}px\n")
+    peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s\n")
+    rows = []
+    for batch in (8,) if quick else (8, 32):
+        for precision in ("fp32", "bf16"):
+            times = {}
+            for which in ("vistra", "hf", "vistra-encode-all"):
+                key = f"{which}:{batch}:{precision}"
+                step = make_step(*CASES[key])
+                with FlopCounterMode(display=False) as counter:
+                    step()
+                times[which] = seconds_per_call(step, warmup=0, repeat=1 if quick else 2)
+                memory = peak_memory_mib(__file__, key)
+                flops = counter.get_total_flops()
+                rows.append([which, batch, precision, f"{times[which]:.2f}", f"{memory:.0f}",
+                             f"{batch / times[which]:.1f}",
+                             f"{flops / times[which] / peaks[precision]:.0%}"])  # fmt: skip
+            rows.append(["  hf / vistra time", "", "", f"{times['hf'] / times['vistra']:.2f}x",
+                         "", "", ""])  # fmt: skip
+            speedup = times["vistra-encode-all"] / times["vistra"]
+            rows.append(["  encode-all / visible-only", "", "", f"{speedup:.2f}x", "", "", ""])
+    print(table(["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak"], rows))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--peak":
+        report_peak(lambda: make_step(*CASES[sys.argv[2]]))
+    else:
+        main(quick="--quick" in sys.argv)

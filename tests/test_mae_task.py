@@ -1,0 +1,36 @@
+"""MAE pre-training through the `vistra` CLI, then a linear probe rebuilt from its checkpoint."""
+
+from pathlib import Path
+
+import torch
+
+from vistra.cli import VistraCLI
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mae"
+TINY = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=3",
+    "--trainer.limit_val_batches=2",
+    "--trainer.check_val_every_n_epoch=1",
+    "--trainer.enable_progress_bar=false",
+    "--data.init_args.batch_size=32",
+]
+
+
+def test_pretrain_writes_reconstructions_and_probe_loads_the_encoder(tmp_path):
+    pretrain = VistraCLI(args=["fit", "--config", str(CONFIGS / "vit_tiny_digits.yaml"), *TINY,
+                               "--trainer.default_root_dir", str(tmp_path / "mae")])  # fmt: skip
+    metrics = pretrain.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    assert 0.0 <= float(metrics["val/knn_top1"]) <= 1.0
+    pictures = sorted((tmp_path / "mae").rglob("reconstructions/epoch_*.png"))
+    assert [p.name for p in pictures] == ["epoch_0000.png", "epoch_0001.png"]
+
+    checkpoint = pretrain.trainer.checkpoint_callback.last_model_path
+    probe = VistraCLI(args=["fit", "--config", str(CONFIGS / "linear_digits.yaml"), *TINY,
+                            "--model.checkpoint", checkpoint,
+                            "--trainer.default_root_dir", str(tmp_path / "probe")])  # fmt: skip
+    trained = pretrain.model.network.state_dict()
+    for key, value in probe.model.network.state_dict().items():
+        assert torch.equal(value, trained[key]), key  # frozen: still the pre-trained weights
+    assert 0.0 <= float(probe.trainer.callback_metrics["val/top1"]) <= 1.0
