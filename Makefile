@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/supcon.py
+	$(BIN)/python benchmarks/mae.py --quick
 
 clean:
 	rm -rf $(VENV) lightning_logs vistra_runs

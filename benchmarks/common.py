@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import resource
+import gc
 import subprocess
 import sys
 import time
@@ -27,8 +27,9 @@ def peak_memory_mib(script: str, case: str) -> float:
     """Peak extra resident memory (MiB) of one call of ``case``, in a fresh interpreter.
 
     CPU PyTorch has no allocator peak counter, so ``python script --peak case`` builds the inputs,
-    then reports the growth of the kernel's high-water mark (ru_maxrss) over one call (see
-    ``report_peak``). On CUDA use torch.cuda.max_memory_allocated instead.
+    resets the kernel's peak-RSS mark (/proc/self/clear_refs), runs one call and reports the
+    peak minus the resident size just before it (see ``report_peak``). On CUDA use
+    torch.cuda.max_memory_allocated instead.
     """
     result = subprocess.run(
         [sys.executable, script, "--peak", case], capture_output=True, text=True, check=True
@@ -37,11 +38,14 @@ def peak_memory_mib(script: str, case: str) -> float:
 
 
 def report_peak(make: Callable[[], Callable[[], object]]) -> None:
-    """Child side of ``peak_memory_mib``: print the peak growth in MiB."""
+    """Child side of ``peak_memory_mib``: print the peak growth in MiB over one call."""
     fn = make()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear:  # Linux: reset the peak (VmHWM) to now
+        clear.write("5")
+    before = _status_kib("VmRSS")
     fn()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    print((_status_kib("VmHWM") - before) / 1024)
 
 
 def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeat: int = 5) -> float:
@@ -57,3 +61,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
                      + [line(r) for r in rows])  # fmt: skip
+
+
+def _status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS: now, VmHWM: peak), in KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")

@@ -6,7 +6,7 @@
    patches encoded) against the visible-only encoder — the pre-training speed-up.
 3. Achieved FLOP/s (torch.utils.flop_counter) against this machine's measured matmul peak.
 
-Run: .venv/bin/python benchmarks/mae.py [--quick]   (--quick: batch 8 only, fewer repeats)
+Run: .venv/bin/python benchmarks/mae.py [--quick]   (--quick: batch 8 only)
 """
 
 from __future__ import annotations
@@ -26,21 +26,23 @@ from vistra.models.mae import MaskedAutoencoder, mae_loss  # noqa: E402
 IMAGE, PATCH = 224, 16
 
 
-def build_pair():
+def build(which: str) -> torch.nn.Module:
+    """ViT-B/16 MAE with the same random weights on both sides (HF's init, copied into ours)."""
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     config = ViTMAEConfig(layer_norm_eps=1e-6, norm_pix_loss=True, attn_implementation="sdpa")
     torch.manual_seed(0)
     peer = ViTMAEForPreTraining(config)
+    if which == "hf":
+        return peer
     ours = MaskedAutoencoder("base", IMAGE, PATCH)
     ours.load_state_dict(mae_state_dict_from_hf(peer.state_dict()))
-    return ours, peer
+    return ours
 
 
 def make_step(which: str, batch: int, dtype: torch.dtype | None):
     """A closure running one training step; which in {"vistra", "hf", "vistra-encode-all"}."""
-    ours, peer = build_pair()
-    model = peer if which == "hf" else ours
+    model = build(which)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, IMAGE, IMAGE, generator=generator)
@@ -49,11 +51,11 @@ def make_step(which: str, batch: int, dtype: torch.dtype | None):
     def step():
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             if which == "hf":
-                loss = peer(pixel_values=images, noise=noise).loss
+                loss = model(pixel_values=images, noise=noise).loss
             elif which == "vistra":
-                loss = ours.loss(images, ours(images, noise=noise))
+                loss = model.loss(images, model(images, noise=noise))
             else:
-                loss = encode_all_loss(ours, images, noise)
+                loss = encode_all_loss(model, images, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -103,7 +105,7 @@ def main(quick: bool) -> None:
                 step = make_step(*CASES[key])
                 with FlopCounterMode(display=False) as counter:
                     step()
-                times[which] = seconds_per_call(step, warmup=0, repeat=1 if quick else 2)
+                times[which] = seconds_per_call(step, warmup=1, repeat=3)
                 memory = peak_memory_mib(__file__, key)
                 flops = counter.get_total_flops()
                 rows.append([which, batch, precision, f"{times[which]:.2f}", f"{memory:.0f}",

@@ -34,3 +34,12 @@ def test_pretrain_writes_reconstructions_and_probe_loads_the_encoder(tmp_path):
     for key, value in probe.model.network.state_dict().items():
         assert torch.equal(value, trained[key]), key  # frozen: still the pre-trained weights
     assert 0.0 <= float(probe.trainer.callback_metrics["val/top1"]) <= 1.0
+
+
+def test_without_knn_bank_validation_still_reports_loss_and_pictures(tmp_path):
+    run = VistraCLI(args=["fit", "--config", str(CONFIGS / "vit_tiny_digits.yaml"), *TINY,
+                          "--trainer.max_epochs=1", "--data.init_args.knn_bank=false",
+                          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert "val/loss" in run.trainer.callback_metrics
+    assert "val/knn_top1" not in run.trainer.callback_metrics
+    assert len(list(tmp_path.rglob("reconstructions/epoch_0000.png"))) == 1

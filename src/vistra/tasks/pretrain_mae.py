@@ -55,7 +55,9 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         super().validation_step(batch, batch_idx, dataloader_idx)
         images, _ = batch
-        last_loader = dataloader_idx == len(self.trainer.val_dataloaders or [0]) - 1
+        loaders = self.trainer.val_dataloaders
+        loader_count = len(loaders) if isinstance(loaders, (list, tuple)) else 1
+        last_loader = dataloader_idx == loader_count - 1  # the held-out images
         if batch_idx == 0 and last_loader:
             outputs = self.network(images)
             self.log("val/loss", self.network.loss(images, outputs), add_dataloader_idx=False)
