@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vistra.checkpoint import NETWORK_KEY, load_network, network_spec
-from vistra.tasks.optim import build_optimizer, cosine_with_warmup, training_steps
+from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
 
 class LinearProbe(L.LightningModule):
@@ -91,13 +91,7 @@ class LinearProbe(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        steps_per_epoch, total = training_steps(self.trainer)
-        warmup = round(hp.warmup_epochs * steps_per_epoch)
-        scheduler = cosine_with_warmup(optimizer, warmup, total)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[NETWORK_KEY] = network_spec(self.network)

@@ -107,3 +107,10 @@ def training_steps(trainer) -> tuple[int, int]:
     if trainer.max_steps is not None and trainer.max_steps > 0:
         total = min(total, trainer.max_steps)
     return per_epoch, max(total, 1)
+
+
+def with_cosine_schedule(optimizer: torch.optim.Optimizer, trainer, warmup_epochs: float) -> dict:
+    """``configure_optimizers``'s answer: the optimizer with per-step warm-up + cosine decay."""
+    steps_per_epoch, total = training_steps(trainer)
+    scheduler = cosine_with_warmup(optimizer, round(warmup_epochs * steps_per_epoch), total)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

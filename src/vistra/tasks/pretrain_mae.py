@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from vistra.checkpoint import NETWORK_KEY, network_spec
 from vistra.tasks.knn_monitor import KNNMonitor
-from vistra.tasks.optim import build_optimizer, cosine_with_warmup, training_steps
+from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
 
 class MAEPretraining(KNNMonitor, L.LightningModule):
@@ -80,7 +80,6 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        steps_per_epoch, total = training_steps(self.trainer)
         global_batch = (
             self.trainer.datamodule.batch_size
             * self.trainer.world_size
@@ -88,11 +87,7 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
         )
         lr = hp.base_lr * global_batch / 256
         optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas)
-        scheduler = cosine_with_warmup(optimizer, round(hp.warmup_epochs * steps_per_epoch), total)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[NETWORK_KEY] = network_spec(self.network)
