@@ -2,7 +2,8 @@
 
 ``vistra fit|validate|test|predict --config FILE.yaml [--section.key=value ...]`` is Lightning's
 ``LightningCLI`` (jsonargparse, ``class_path`` / ``init_args``); ``vistra demo [NAME]`` runs a
-built-in end-to-end job.
+built-in end-to-end job; ``vistra data shapes|check`` writes the built-in shapes set and
+validates COCO files.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-DEMOS = ("supcon", "mae")  # the first is the default
+DEMOS = ("detr", "supcon", "mae")  # the first is the default
 
 
 class VistraCLI(LightningCLI):
@@ -30,8 +31,44 @@ class VistraCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True})
 
 
+def data_command(words: list[str]) -> int:
+    """``vistra data shapes OUT ...`` and ``vistra data check ANNOTATIONS --images DIR``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="vistra data")
+    commands = parser.add_subparsers(dest="command", required=True)
+    shapes = commands.add_parser("shapes", help="write the built-in shapes set (COCO formats)")
+    shapes.add_argument("out", help="output folder")
+    shapes.add_argument("--train", type=int, default=2000, help="training images")
+    shapes.add_argument("--val", type=int, default=200, help="validation images")
+    shapes.add_argument("--size", type=int, default=96, help="image side in pixels")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--max-objects", type=int, default=3, help="things per image, at most")
+    check = commands.add_parser("check", help="validate a COCO instance file before training")
+    check.add_argument("annotations", help="COCO instance JSON")
+    check.add_argument("--images", help="image folder (checks that every file exists)")
+    options = parser.parse_args(words)
+    if options.command == "shapes":
+        from vistra.data.shapes import write_shapes
+
+        written = write_shapes(options.out, options.train, options.val, options.size,
+                               options.seed, options.max_objects)  # fmt: skip
+        for split, paths in written.items():
+            print(f"{split}: {paths['instances']} (images in {paths['images']})")
+        return 0
+    from vistra.data.coco_check import check_coco
+
+    report = check_coco(options.annotations, options.images)
+    print(report.table())
+    for problem in report.problems:
+        print(f"  {problem}")
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else argv
+    if words and words[0] == "data":
+        sys.exit(data_command(words[1:]))
     if words and words[0] == "demo":
         from vistra.demo import run_demo
 

@@ -88,3 +88,48 @@ def mae_reconstruction_grid(network, images: Tensor, outputs: dict, path: str | 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image((rows * std + mean).clamp(0, 1), path, nrow=4, padding=1)
     return path
+
+
+def draw_detections(
+    image: Image.Image,
+    boxes: Tensor,
+    labels: list[str],
+    scores: Tensor | None = None,
+    class_index: list[int] | None = None,
+    scale: float = 1.0,
+) -> Image.Image:
+    """``image`` enlarged by ``scale`` with each box [K, 4] xyxy (original pixels) outlined and
+    labelled "name score"; colour by ``class_index``."""
+    if scale != 1.0:
+        size = (round(image.width * scale), round(image.height * scale))
+        image = image.resize(size, Image.NEAREST)
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for k, box in enumerate(boxes.tolist()):
+        colour = PALETTE[(class_index[k] if class_index else k) % len(PALETTE)]
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=2)
+        text = labels[k] if scores is None else f"{labels[k]} {float(scores[k]):.2f}"
+        width = draw.textlength(text)
+        top = max(y0 - 11, 0)
+        draw.rectangle([x0, top, x0 + width + 2, top + 10], fill=colour)
+        draw.text((x0 + 1, top - 1), text, fill="white")
+    return image
+
+
+def detection_grid(
+    tiles: list[tuple[Image.Image, Image.Image]], path: str | Path, titles=("truth", "predicted")
+) -> Path:
+    """Pairs (ground truth, prediction) of drawn images as columns of a two-row PNG."""
+    width, height = tiles[0][0].size
+    canvas = Image.new("RGB", (len(tiles) * (width + 4), 2 * (height + 14)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for column, pair in enumerate(tiles):
+        for row, tile in enumerate(pair):
+            x, y = column * (width + 4), row * (height + 14)
+            draw.text((x + 2, y), titles[row], fill="black")
+            canvas.paste(tile, (x, y + 12))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

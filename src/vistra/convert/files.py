@@ -30,3 +30,35 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path}: no state dict of tensors found")
     return state
+
+
+def load_checked(
+    model: torch.nn.Module,
+    state: dict[str, Tensor],
+    origin: str | Path,
+    may_be_missing=lambda key: False,
+) -> torch.nn.Module:
+    """``model.load_state_dict(state)`` that names every missing, unexpected or misshapen key.
+
+    Args:
+        origin: the file the state came from (for the message).
+        may_be_missing: predicate for keys the checkpoint may lack (they keep their init).
+    """
+    expected = model.state_dict()
+    missing = sorted(k for k in set(expected) - set(state) if not may_be_missing(k))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        config = getattr(model, "config", "")
+        raise ValueError(
+            f"{origin}: checkpoint does not fit {type(model).__name__}({config})\n"
+            f"  missing: {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
+            f"  unexpected: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}\n"
+            f"  wrong shape: {wrong_shape[:20]}"
+        )
+    model.load_state_dict(state, strict=False)
+    return model

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vistra.convert.files import read_state_dict
+from vistra.convert.files import load_checked, read_state_dict
 
 # Published Hugging Face names -> transformers 5 names (applied first).
 _LEGACY = [
@@ -81,25 +81,8 @@ def load_mae_weights(model: nn.Module, path: str | Path, encoder_only: bool = Fa
         state = mae_state_dict_from_hf(state)
     # Heads of fine-tuned checkpoints are not part of the MAE.
     state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if encoder_only:
-        missing = [k for k in missing if not _is_decoder_key(k)]
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or wrong_shape:
-        raise ValueError(
-            f"{path}: checkpoint does not fit {type(model).__name__}({model.config})\n"
-            f"  missing: {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
-            f"  unexpected: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}\n"
-            f"  wrong shape: {wrong_shape[:20]}"
-        )
-    model.load_state_dict(state, strict=not encoder_only)
-    return model
+    allowed = _is_decoder_key if encoder_only else (lambda key: False)
+    return load_checked(model, state, path, allowed)
 
 
 def _is_decoder_key(key: str) -> bool:

@@ -1,8 +1,10 @@
 """Data sources, transforms and LightningDataModules."""
 
 from vistra.data.datamodules import ClassificationDataModule, ContrastiveDataModule, ImageDataModule
+from vistra.data.detection import DetectionDataModule
 from vistra.data.sources import (
     CIFARSource,
+    COCODetectionSource,
     DigitsSource,
     ImageFolderSource,
     ImageLoadError,
@@ -12,6 +14,8 @@ from vistra.data.sources import (
 
 __all__ = [
     "CIFARSource",
+    "COCODetectionSource",
+    "DetectionDataModule",
     "ClassificationDataModule",
     "ContrastiveDataModule",
     "DigitsSource",

@@ -144,6 +144,8 @@ class ClassificationDataModule(ImageDataModule):
     Args:
         crop_scale: RandomResizedCrop scale range for training.
         horizontal_flip: random horizontal flip for training.
+        rand_augment: RandAugment (2 ops, magnitude 9) for fine-tuning.
+        random_erasing: probability of random erasing (MAE fine-tuning: 0.25).
     """
 
     def __init__(
@@ -157,11 +159,18 @@ class ClassificationDataModule(ImageDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         horizontal_flip: bool = True,
         knn_bank: bool = False,
+        rand_augment: bool = False,
+        random_erasing: float = 0.0,
     ) -> None:
         super().__init__(train, val, image_size, batch_size, num_workers, seed, knn_bank)
         self.crop_scale, self.horizontal_flip = crop_scale, horizontal_flip
+        self.rand_augment, self.random_erasing = rand_augment, random_erasing
 
     def train_transform(self):
         return classification_train_transform(
-            self.image_size, self.crop_scale, self.horizontal_flip
+            self.image_size,
+            self.crop_scale,
+            self.horizontal_flip,
+            self.rand_augment,
+            self.random_erasing,
         )

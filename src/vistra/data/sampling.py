@@ -45,11 +45,15 @@ class EpochSampler(Sampler):
 class SeededAugmentation(Dataset):
     """``source[index]`` passed through ``transform`` with randomness seeded by the key.
 
-    ``__getitem__((epoch, index))`` returns ``(transform(image), label)``.
+    ``__getitem__((epoch, index))`` returns ``(transform(image), label)``, or with
+    ``with_target`` ``transform(image, target)`` (detection: boxes and masks move too).
     """
 
-    def __init__(self, source: Dataset, transform: Callable, seed: int = 0) -> None:
+    def __init__(
+        self, source: Dataset, transform: Callable, seed: int = 0, with_target: bool = False
+    ) -> None:
         self.source, self.transform, self.seed = source, transform, seed
+        self.with_target = with_target
 
     def __len__(self) -> int:
         return len(self.source)
@@ -63,6 +67,8 @@ class SeededAugmentation(Dataset):
             torch.default_generator.manual_seed(
                 (self.seed * 1_000_003 + epoch) * 10_000_019 + index
             )
+            if self.with_target:
+                return self.transform(image, label)
             return self.transform(image), label
 
 

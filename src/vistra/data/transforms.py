@@ -35,14 +35,21 @@ def contrastive_transform(
 
 
 def classification_train_transform(
-    size: int, scale: tuple[float, float] = (0.08, 1.0), horizontal_flip: bool = True
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    horizontal_flip: bool = True,
+    rand_augment: bool = False,
+    random_erasing: float = 0.0,
 ) -> v2.Compose:
-    """Linear-probe training: random resized crop and flip only."""
+    """Random resized crop and flip (linear probe); fine-tuning adds RandAugment (2 ops,
+    magnitude 9) and random erasing with probability ``random_erasing`` (MAE: 0.25)."""
     return v2.Compose(
         [
             v2.RandomResizedCrop(size, scale=scale, antialias=True),
             v2.RandomHorizontalFlip() if horizontal_flip else v2.Identity(),
+            v2.RandAugment(num_ops=2, magnitude=9) if rand_augment else v2.Identity(),
             *to_normalized_tensor(),
+            v2.RandomErasing(p=random_erasing) if random_erasing > 0 else v2.Identity(),
         ]
     )
 

@@ -1,5 +1,7 @@
 """Losses and matchers, one per file."""
 
+from vistra.losses.matcher import HungarianMatcher
+from vistra.losses.set_criterion import SetCriterion
 from vistra.losses.supcon import SupConLoss
 
-__all__ = ["SupConLoss"]
+__all__ = ["HungarianMatcher", "SetCriterion", "SupConLoss"]

@@ -1,7 +1,16 @@
 """Plain ``nn.Module``s: no training engine imported here."""
 
 from vistra.models.backbones import create_encoder
+from vistra.models.detr import DETR, detr_postprocess
 from vistra.models.mae import MaskedAutoencoder
 from vistra.models.supcon import SupConModel
+from vistra.models.vit_classifier import ViTClassifier
 
-__all__ = ["MaskedAutoencoder", "SupConModel", "create_encoder"]
+__all__ = [
+    "DETR",
+    "MaskedAutoencoder",
+    "detr_postprocess",
+    "SupConModel",
+    "ViTClassifier",
+    "create_encoder",
+]

@@ -31,3 +31,47 @@ def create_encoder(name: str, small_input: bool = False, in_chans: int = 3) -> n
         )
         encoder.maxpool = nn.Identity()
     return encoder
+
+
+def create_feature_backbone(
+    name: str = "resnet50",
+    out_indices: tuple[int, ...] = (4,),
+    frozen_batchnorm: bool = True,
+    dilation: bool = False,
+    frozen_prefixes: tuple[str, ...] = ("conv1", "bn1", "layer1"),
+    checkpoint: str | None = None,
+) -> nn.Module:
+    """A timm backbone returning a list of feature maps, one per entry of ``out_indices``.
+
+    ``backbone(images [B,3,H,W]) -> [features [B, C_i, H/s_i, W/s_i] ...]``; the channel widths
+    are ``backbone.feature_info.channels()`` and the strides ``.reduction()``.
+
+    Args:
+        name: timm architecture (``resnet50``, ``resnet101``, ``resnet18``, ``swin_tiny_...``).
+        out_indices: which stages to return (ResNet: 1..4 = strides 4..32).
+        frozen_batchnorm: BatchNorm statistics and affine terms fixed (the DETR recipe: batches
+            of two images cannot estimate them).
+        dilation: dilate the last stage instead of striding it ("DC5": stride 16).
+        frozen_prefixes: parameters whose name starts with one of these are not trained (the
+            stem and first stage, as in DETR).
+        checkpoint: local file of timm/torchvision-named weights (ImageNet pre-training);
+            nothing is downloaded.
+    """
+    if name not in timm.list_models():
+        raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
+    options = dict(features_only=True, out_indices=tuple(out_indices))
+    if dilation:
+        options["output_stride"] = 16
+    if checkpoint is not None:
+        from pathlib import Path
+
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"{checkpoint}: backbone checkpoint not found")
+        options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
+    backbone = timm.create_model(name, **options)
+    if frozen_batchnorm:
+        backbone = timm.layers.freeze_batch_norm_2d(backbone)
+    for parameter_name, parameter in backbone.named_parameters():
+        if parameter_name.startswith(tuple(frozen_prefixes)):
+            parameter.requires_grad_(False)
+    return backbone

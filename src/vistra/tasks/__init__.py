@@ -2,6 +2,8 @@
 
 from vistra.tasks.classification import LinearProbe
 from vistra.tasks.contrastive import ContrastivePretraining
+from vistra.tasks.detection import DetectionTask
+from vistra.tasks.finetune import FineTuning
 from vistra.tasks.pretrain_mae import MAEPretraining
 
-__all__ = ["ContrastivePretraining", "LinearProbe", "MAEPretraining"]
+__all__ = ["ContrastivePretraining", "DetectionTask", "FineTuning", "LinearProbe", "MAEPretraining"]

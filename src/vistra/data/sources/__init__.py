@@ -2,12 +2,14 @@
 
 from vistra.data.sources.base import ImageLoadError, ImageSource, load_image
 from vistra.data.sources.cifar import CIFARSource
+from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.sources.digits import DigitsSource
 from vistra.data.sources.image_folder import ImageFolderSource
 from vistra.data.sources.list_file import ListFileSource
 
 __all__ = [
     "CIFARSource",
+    "COCODetectionSource",
     "DigitsSource",
     "ImageFolderSource",
     "ImageLoadError",

@@ -1,0 +1,212 @@
+"""Validation of a COCO instance annotation file before any training starts.
+
+``check_coco(path, images_dir)`` returns a ``CocoReport``: every problem names the file and
+the field (``annotations[17].bbox``), and a summary counts images, objects and categories.
+``vistra data check`` prints it; the detection data refuses a file with problems and shows the
+same messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (COCO rounds coordinates)
+
+
+@dataclass
+class Problem:
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}"
+
+
+@dataclass
+class CocoReport:
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+    images: int = 0
+    annotations: int = 0
+    crowd: int = 0
+    images_without_objects: int = 0
+    objects_per_category: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, field_name: str, message: str) -> None:
+        self.problems.append(Problem(self.file, field_name, message))
+
+    def table(self) -> str:
+        rows = [
+            ("images", self.images),
+            ("annotations", self.annotations),
+            ("  of which crowd", self.crowd),
+            ("images without objects", self.images_without_objects),
+            ("categories", len(self.objects_per_category)),
+        ]
+        rows += [(f"  {name}", count) for name, count in self.objects_per_category.items()]
+        rows.append(("problems", len(self.problems)))
+        width = max(len(label) for label, _ in rows) + 2
+        lines = [f"{self.file}", "-" * (width + 10)]
+        lines += [f"{label:<{width}}{count:>10}" for label, count in rows]
+        return "\n".join(lines)
+
+    def raise_if_bad(self, limit: int = 20) -> None:
+        if self.problems:
+            shown = "\n  ".join(str(p) for p in self.problems[:limit])
+            more = len(self.problems) - limit
+            tail = f"\n  ... and {more} more" if more > 0 else ""
+            raise ValueError(
+                f"{self.file}: {len(self.problems)} problem(s) in the annotations "
+                f"(run `vistra data check` for the full list):\n  {shown}{tail}"
+            )
+
+
+def check_coco(path: str | Path, images_dir: str | Path | None = None) -> CocoReport:
+    """Check a COCO instance file (and, with ``images_dir``, that every image file exists)."""
+    path = Path(path)
+    report = CocoReport(str(path))
+    if not path.is_file():
+        report.add("file", "not found")
+        return report
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        report.add(f"line {error.lineno} column {error.colno}", f"malformed JSON: {error.msg}")
+        return report
+    if not isinstance(data, dict):
+        report.add("top level", "expected a JSON object with images, annotations, categories")
+        return report
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            report.add(key, "missing or not a list")
+    if not report.ok:
+        return report
+
+    categories = _check_categories(report, data["categories"])
+    images = _check_images(report, data["images"], images_dir)
+    per_image = _check_annotations(report, data["annotations"], images, categories)
+    report.images = len(images)
+    report.images_without_objects = sum(1 for image_id in images if not per_image[image_id])
+    return report
+
+
+def _duplicate(report: CocoReport, seen: set, value, field_name: str) -> bool:
+    if value in seen:
+        report.add(field_name, f"duplicate id {value}")
+        return True
+    seen.add(value)
+    return False
+
+
+def _check_categories(report: CocoReport, categories: list) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for index, category in enumerate(categories):
+        where = f"categories[{index}]"
+        if not isinstance(category, dict) or not isinstance(category.get("id"), int):
+            report.add(f"{where}.id", "missing or not an integer")
+            continue
+        if not _duplicate(report, set(names), category["id"], f"{where}.id"):
+            names[category["id"]] = str(category.get("name", category["id"]))
+    return names
+
+
+def _check_images(report: CocoReport, images: list, images_dir) -> dict[int, tuple[int, int]]:
+    sizes: dict[int, tuple[int, int]] = {}
+    folder = Path(images_dir) if images_dir is not None else None
+    for index, image in enumerate(images):
+        where = f"images[{index}]"
+        if not isinstance(image, dict) or not isinstance(image.get("id"), int):
+            report.add(f"{where}.id", "missing or not an integer")
+            continue
+        if _duplicate(report, set(sizes), image["id"], f"{where}.id"):
+            continue
+        width, height = image.get("width"), image.get("height")
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            report.add(f"{where}.width/height", f"need positive integers, got {width}, {height}")
+            continue
+        sizes[image["id"]] = (height, width)
+        name = image.get("file_name")
+        if not isinstance(name, str) or not name:
+            report.add(f"{where}.file_name", "missing")
+        elif folder is not None and not (folder / name).is_file():
+            report.add(f"{where}.file_name", f"image file {folder / name} not found")
+    return sizes
+
+
+def _check_annotations(
+    report: CocoReport, annotations: list, images: dict, categories: dict[int, str]
+) -> dict[int, int]:
+    per_image: Counter = Counter({image_id: 0 for image_id in images})
+    per_category: Counter = Counter()
+    seen: set = set()
+    for index, annotation in enumerate(annotations):
+        where = f"annotations[{index}]"
+        if not isinstance(annotation, dict):
+            report.add(where, "not an object")
+            continue
+        _duplicate(report, seen, annotation.get("id"), f"{where}.id")
+        image_id, category_id = annotation.get("image_id"), annotation.get("category_id")
+        if image_id not in images:
+            report.add(f"{where}.image_id", f"unknown image id {image_id}")
+            continue
+        if category_id not in categories:
+            report.add(f"{where}.category_id", f"unknown category id {category_id}")
+            continue
+        height, width = images[image_id]
+        _check_box(report, f"{where}.bbox", annotation.get("bbox"), height, width)
+        _check_segmentation(report, f"{where}.segmentation", annotation, height, width)
+        per_image[image_id] += 1
+        per_category[categories[category_id]] += 1
+        report.annotations += 1
+        report.crowd += int(bool(annotation.get("iscrowd", 0)))
+    report.objects_per_category = {name: per_category[name] for name in categories.values()}
+    return per_image
+
+
+def _check_box(report: CocoReport, where: str, box, height: int, width: int) -> None:
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+        report.add(where, f"need [x, y, width, height], got {box!r}")
+        return
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        report.add(where, f"non-positive size {w} x {h}")
+    elif (
+        x < -BOX_TOLERANCE
+        or y < -BOX_TOLERANCE
+        or x + w > width + BOX_TOLERANCE
+        or (y + h > height + BOX_TOLERANCE)
+    ):
+        report.add(where, f"box {box} outside the {width} x {height} image")
+
+
+def _check_segmentation(report: CocoReport, where: str, annotation: dict, height, width) -> None:
+    segmentation = annotation.get("segmentation")
+    if segmentation is None:
+        return  # boxes-only datasets are fine for detection
+    if isinstance(segmentation, list):
+        if not segmentation:
+            report.add(where, "empty polygon list")
+        for k, polygon in enumerate(segmentation):
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+                report.add(f"{where}[{k}]", "polygon needs >= 3 (x, y) points")
+    elif isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if size != [height, width]:
+            report.add(f"{where}.size", f"RLE size {size} differs from the image's "
+                                        f"[{height}, {width}]")  # fmt: skip
+        if "counts" not in segmentation:
+            report.add(f"{where}.counts", "missing")
+    else:
+        report.add(where, "neither polygons nor RLE")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

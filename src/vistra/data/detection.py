@@ -1,0 +1,216 @@
+"""Detection data: DETR augmentation, padded batches and the LightningDataModule.
+
+Batches follow the shared contract: ``images`` [B, 3, H, W] normalized and zero-padded to the
+batch maximum, ``pixel_mask`` [B, H, W] bool (True = real pixel), and per image a target dict
+``{"labels": [N], "boxes": [N, 4] cxcywh normalized by the image's own (unpadded) size,
+"image_id", "orig_size": [2], "size": [2], "masks": [N, h, w] when present}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.ops import box_convert
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
+from vistra.data.sources.coco import COCODetectionSource
+from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+PAPER_SCALES = tuple(range(480, 801, 32))
+
+
+class RandomSizeCrop(v2.Transform):
+    """Crop a random ``h x w`` region with each side drawn from [min_size, max_size] (DETR)."""
+
+    def __init__(self, min_size: int, max_size: int) -> None:
+        super().__init__()
+        if not 0 < min_size <= max_size:
+            raise ValueError(f"need 0 < min_size <= max_size, got {min_size}, {max_size}")
+        self.min_size, self.max_size = min_size, max_size
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        crop_h = int(torch.randint(min(self.min_size, height), min(self.max_size, height) + 1, ()))
+        crop_w = int(torch.randint(min(self.min_size, width), min(self.max_size, width) + 1, ()))
+        top = int(torch.randint(0, height - crop_h + 1, ()))
+        left = int(torch.randint(0, width - crop_w + 1, ()))
+        return dict(top=top, left=left, height=crop_h, width=crop_w)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(TF.crop, inpt, **params)
+
+
+def _normalize() -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def detection_train_transform(
+    scales: tuple[int, ...] = PAPER_SCALES,
+    max_size: int = 1333,
+    crop: tuple[int, int] | None = (384, 600),
+    crop_scales: tuple[int, ...] = (400, 500, 600),
+) -> v2.Compose:
+    """The DETR recipe: flip; then either multi-scale resize (shorter side from ``scales``,
+    longer at most ``max_size``) or resize to ``crop_scales`` -> random crop -> multi-scale
+    resize, each with probability 1/2. Boxes follow; boxes left degenerate are dropped."""
+    resize = v2.RandomShortestSize(list(scales), max_size=max_size, antialias=True)
+    choice = resize
+    if crop is not None:
+        cropped = v2.Compose(
+            [
+                v2.RandomShortestSize(list(crop_scales), antialias=True),
+                RandomSizeCrop(*crop),
+                v2.RandomShortestSize(list(scales), max_size=max_size, antialias=True),
+            ]
+        )
+        choice = v2.RandomChoice([resize, cropped])
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            choice,
+            v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes(),
+            *_normalize(),
+        ]  # fmt: skip
+    )
+
+
+def detection_eval_transform(size: int = 800, max_size: int = 1333) -> v2.Compose:
+    """Shorter side to ``size``, longer at most ``max_size`` (DETR evaluation: 800 / 1333)."""
+    return v2.Compose([v2.Resize(size, max_size=max_size, antialias=True), *_normalize()])
+
+
+def collate_detection(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, list[dict]]:
+    """Pad images to the batch maximum; boxes -> normalized cxcywh of each image's own size.
+
+    Returns ``(images [B, 3, H, W], pixel_mask [B, H, W] bool, targets)``.
+    """
+    height = max(image.shape[-2] for image, _ in batch)
+    width = max(image.shape[-1] for image, _ in batch)
+    images = torch.zeros(len(batch), 3, height, width)
+    pixel_mask = torch.zeros(len(batch), height, width, dtype=torch.bool)
+    targets = []
+    for index, (image, target) in enumerate(batch):
+        h, w = image.shape[-2:]
+        images[index, :, :h, :w] = image
+        pixel_mask[index, :h, :w] = True
+        boxes = box_convert(target["boxes"].as_subclass(Tensor).float(), "xyxy", "cxcywh")
+        boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
+        out = {
+            "labels": target["labels"],
+            "boxes": boxes,
+            "image_id": target["image_id"],
+            "orig_size": target["orig_size"],
+            "size": torch.tensor([h, w]),
+        }
+        if "masks" in target:
+            out["masks"] = target["masks"].as_subclass(Tensor)
+        targets.append(out)
+    return images, pixel_mask, targets
+
+
+class _EvalDataset(Dataset):
+    def __init__(self, source: Dataset, transform) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return self.transform(*self.source[index])
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """COCO-format detection data for DETR.
+
+    Args:
+        train_annotations, train_images: training COCO file and its image folder.
+        val_annotations, val_images: validation file and folder (also used for test/predict).
+        batch_size: images per device (paper: 4 per GPU, 64 in total).
+        num_workers: loader processes.
+        scales, max_size, crop, crop_scales: the training augmentation (see
+            ``detection_train_transform``); the paper's are the defaults.
+        eval_size, eval_max_size: evaluation resize (paper: 800 / 1333).
+        with_masks: also load instance masks (segmentation).
+        skip_bad_images: skip undecodable images with a warning instead of failing.
+        seed: epoch order and augmentation seed.
+    """
+
+    def __init__(
+        self,
+        train_annotations: str,
+        train_images: str,
+        val_annotations: str | None = None,
+        val_images: str | None = None,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        scales: tuple[int, ...] = PAPER_SCALES,
+        max_size: int = 1333,
+        crop: tuple[int, int] | None = (384, 600),
+        crop_scales: tuple[int, ...] = (400, 500, 600),
+        eval_size: int = 800,
+        eval_max_size: int = 1333,
+        with_masks: bool = False,
+        skip_bad_images: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.train_source = COCODetectionSource(
+            train_annotations, train_images, with_masks, skip_bad_images
+        )
+        self.val_source = None
+        if val_annotations is not None:
+            if val_images is None:
+                raise ValueError("val_annotations given without val_images")
+            self.val_source = COCODetectionSource(
+                val_annotations, val_images, with_masks, skip_bad_images
+            )
+            if self.val_source.category_ids != self.train_source.category_ids:
+                raise ValueError(
+                    f"{val_annotations}: categories {self.val_source.category_ids} differ from "
+                    f"{train_annotations}: {self.train_source.category_ids}"
+                )
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train_source.classes
+
+    @property
+    def category_ids(self) -> list[int]:
+        return self.train_source.category_ids
+
+    def _options(self) -> dict:
+        hp = self.hparams
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return dict(batch_size=hp.batch_size, num_workers=hp.num_workers,
+                    persistent_workers=hp.num_workers > 0, pin_memory=pin,
+                    collate_fn=collate_detection)  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        transform = detection_train_transform(hp.scales, hp.max_size, hp.crop, hp.crop_scales)
+        dataset = SeededAugmentation(self.train_source, transform, hp.seed, with_target=True)
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=hp.seed)
+        return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
+
+    def eval_loader(self, source: COCODetectionSource) -> DataLoader:
+        transform = detection_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)
+        return DataLoader(_EvalDataset(source, transform), shuffle=False, **self._options())
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_source is None else self.eval_loader(self.val_source)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()

@@ -1,0 +1,121 @@
+"""DETR's set loss: classification of every query, L1 + GIoU on the matched boxes."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou
+
+from vistra.losses.matcher import HungarianMatcher
+
+
+def num_targets_across_ranks(count: int, device: torch.device) -> float:
+    """Targets per rank averaged over all ranks (at least 1): the loss normaliser."""
+    total = torch.tensor(float(count), device=device)
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+        world = dist.get_world_size()
+    return max(total.item() / world, 1.0)
+
+
+class SetCriterion(nn.Module):
+    """Hungarian-matched set loss (Carion et al. 2020, eq. 2) for one or more decoder layers.
+
+    Terms, unweighted, for the final layer and with suffix ``_i`` for auxiliary layer i:
+      - ``loss_ce``: cross-entropy over C+1 classes for every query, matched queries against
+        their target's class, the rest against "no object" (weight ``eos_coef``);
+      - ``loss_bbox``: L1 of matched cxcywh boxes, summed, divided by the number of targets;
+      - ``loss_giou``: 1 - GIoU of matched boxes, same normalisation;
+      - ``class_error`` (final layer, in %), ``cardinality_error``: logged, no gradient.
+    ``weight_dict`` holds the weights; ``total(terms)`` is the weighted sum to optimise.
+
+    Args:
+        num_classes: foreground classes C.
+        matcher: a ``HungarianMatcher``.
+        eos_coef: weight of the "no object" class (paper: 0.1).
+        weight_ce, weight_bbox, weight_giou: loss weights (paper: 1, 5, 2).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher | None = None,
+        eos_coef: float = 0.1,
+        weight_ce: float = 1.0,
+        weight_bbox: float = 5.0,
+        weight_giou: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1 or not 0 <= eos_coef <= 1:
+            raise ValueError(f"need num_classes >= 1 and 0 <= eos_coef <= 1, got {eos_coef}")
+        self.num_classes = num_classes
+        self.matcher = matcher or HungarianMatcher()
+        class_weight = torch.ones(num_classes + 1)
+        class_weight[-1] = eos_coef
+        self.register_buffer("class_weight", class_weight, persistent=False)
+        self.base_weights = {"loss_ce": weight_ce, "loss_bbox": weight_bbox,
+                             "loss_giou": weight_giou}  # fmt: skip
+
+    def weight_of(self, name: str) -> float:
+        """Weight of a term name such as ``loss_giou_3``; 0 for logged-only terms."""
+        for base, weight in self.base_weights.items():
+            if name == base or name.startswith(base + "_") and name[len(base) + 1 :].isdigit():
+                return weight
+        return 0.0
+
+    def total(self, terms: dict[str, Tensor]) -> Tensor:
+        return sum(self.weight_of(name) * value for name, value in terms.items()
+                   if self.weight_of(name))  # fmt: skip
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+        """outputs: the model's dict (``pred_logits``, ``pred_boxes``, optional ``aux_outputs``);
+        targets: per image ``{"labels": [N_i], "boxes": [N_i, 4] cxcywh in 0..1}``."""
+        device = outputs["pred_logits"].device
+        num_boxes = num_targets_across_ranks(sum(len(t["labels"]) for t in targets), device)
+        terms = self.layer_terms(outputs, targets, num_boxes, log_extras=True)
+        for index, aux in enumerate(outputs.get("aux_outputs", [])):
+            aux_terms = self.layer_terms(aux, targets, num_boxes, log_extras=False)
+            terms.update({f"{name}_{index}": value for name, value in aux_terms.items()})
+        return terms
+
+    def layer_terms(
+        self, outputs: dict, targets: list[dict], num_boxes: float, log_extras: bool
+    ) -> dict[str, Tensor]:
+        matches = self.matcher(outputs, targets)
+        logits = outputs["pred_logits"].float()
+        device = logits.device
+        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
+        batch_index = batch_index.to(device)
+        query_index = torch.cat([q for q, _ in matches]).to(device)
+        matched_labels = torch.cat([t["labels"][j.to(t["labels"].device)]
+                                    for t, (_, j) in zip(targets, matches)])  # fmt: skip
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
+                                    device=logits.device)  # fmt: skip
+        target_classes[batch_index, query_index] = matched_labels
+        terms = {
+            "loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.class_weight)
+        }
+
+        predicted = outputs["pred_boxes"][batch_index, query_index].float()
+        matched_boxes = torch.cat([t["boxes"][j.to(t["boxes"].device)]
+                                   for t, (_, j) in zip(targets, matches)]).float()  # fmt: skip
+        terms["loss_bbox"] = F.l1_loss(predicted, matched_boxes, reduction="sum") / num_boxes
+        giou = generalized_box_iou(
+            box_convert(predicted, "cxcywh", "xyxy"), box_convert(matched_boxes, "cxcywh", "xyxy")
+        )
+        terms["loss_giou"] = (1 - torch.diag(giou)).sum() / num_boxes
+        if log_extras:
+            with torch.no_grad():
+                if len(matched_labels):
+                    correct = logits[batch_index, query_index].argmax(-1) == matched_labels
+                    terms["class_error"] = 100 - 100 * correct.float().mean()
+                else:
+                    terms["class_error"] = logits.new_zeros(())
+                predicted_count = (logits.argmax(-1) != self.num_classes).sum(1).float()
+                true_count = torch.tensor([float(len(t["labels"])) for t in targets],
+                                          device=logits.device)  # fmt: skip
+                terms["cardinality_error"] = F.l1_loss(predicted_count, true_count)
+        return terms

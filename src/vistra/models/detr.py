@@ -1,0 +1,262 @@
+"""DETR: a CNN backbone, a transformer encoder-decoder and set-prediction heads.
+
+Carion et al., "End-to-End Object Detection with Transformers" (ECCV 2020). Post-norm
+transformer layers; the sine position encoding is added to queries and keys of every attention
+(never to values); the padding mask is respected everywhere, so an image gives the same
+detections alone or padded in a batch.
+
+The loss and the Hungarian matching live in ``vistra.losses``; post-processing to boxes in
+pixels is ``detr_postprocess`` below.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+from vistra.models.backbones import create_feature_backbone
+from vistra.models.layers import MLP, sine_position_encoding
+
+
+class Attention(nn.Module):
+    """Multi-head attention with the projection layout of ``nn.MultiheadAttention``.
+
+    ``in_proj_weight`` [3d, d] stacks the query, key and value projections, so the original
+    DETR checkpoints load as they are; when queries and keys share their input (self-attention)
+    the two projections run as one matrix multiplication.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.dropout = num_heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None
+    ) -> Tensor:
+        """query [B, Lq, d], key/value [B, Lk, d], key_mask [B, Lk] bool (True = attend).
+
+        Returns [B, Lq, d].
+        """
+        dim = query.shape[-1]
+        weight, bias = self.in_proj_weight, self.in_proj_bias
+        if query is key:
+            q, k = F.linear(query, weight[: 2 * dim], bias[: 2 * dim]).chunk(2, dim=-1)
+        else:
+            q = F.linear(query, weight[:dim], bias[:dim])
+            k = F.linear(key, weight[dim : 2 * dim], bias[dim : 2 * dim])
+        v = F.linear(value, weight[2 * dim :], bias[2 * dim :])
+        q, k, v = (self._split_heads(t) for t in (q, k, v))
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden_dim)
+        self.linear2 = nn.Linear(hidden_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(F.relu(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm: x = norm1(x + SelfAttn(x+pos, x+pos, x)); x = norm2(x + FFN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, num_heads, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, pos: Tensor, key_mask: Tensor) -> Tensor:
+        with_pos = x + pos
+        x = self.norm1(x + self.dropout(self.self_attn(with_pos, with_pos, x, key_mask)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm self-attention over queries, cross-attention to the memory, FFN."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, num_heads, dropout)
+        self.cross_attn = Attention(dim, num_heads, dropout)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(dim) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, query_pos: Tensor, memory: Tensor, memory_pos: Tensor, memory_mask: Tensor
+    ) -> Tensor:
+        """x, query_pos [B, Q, d]; memory, memory_pos [B, S, d]; memory_mask [B, S] bool."""
+        with_pos = x + query_pos
+        x = self.norm1(x + self.dropout(self.self_attn(with_pos, with_pos, x)))
+        attended = self.cross_attn(x + query_pos, memory + memory_pos, memory, memory_mask)
+        x = self.norm2(x + self.dropout(attended))
+        return self.norm3(x + self.dropout(self.ffn(x)))
+
+
+class DETR(nn.Module):
+    """The DETR detector (paper defaults: R50, d=256, 8 heads, 6+6 layers, FFN 2048, 100 queries).
+
+    Args:
+        num_classes: foreground classes; the class head has ``num_classes + 1`` outputs, the
+            last meaning "no object". Mapping to a dataset's category ids is the data's job.
+        backbone: timm ResNet name; ``dilation`` gives the DC5 variant.
+        backbone_checkpoint: local file of ImageNet weights for the backbone (optional).
+        backbone_stage: the ResNet stage whose output feeds the transformer (4 = stride 32, the
+            paper; 3 = stride 16, cheaper than DC5 for small images).
+        frozen_batchnorm: fixed BatchNorm (the paper, with a pre-trained backbone); train it
+            when the backbone starts from random weights.
+        train_stem: also train the stem and first stage (frozen in the paper).
+        hidden_dim, num_heads, num_encoder_layers, num_decoder_layers, ffn_dim, dropout: the
+            transformer.
+        num_queries: object queries (the most objects one image can have).
+        aux_loss: also return predictions of every earlier decoder layer.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        dilation: bool = False,
+        backbone_checkpoint: str | None = None,
+        backbone_stage: int = 4,
+        frozen_batchnorm: bool = True,
+        train_stem: bool = False,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        ffn_dim: int = 2048,
+        dropout: float = 0.1,
+        num_queries: int = 100,
+        aux_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if num_queries < 1 or num_decoder_layers < 1:
+            raise ValueError("num_queries and num_decoder_layers must be >= 1")
+        self.config = dict(
+            num_classes=num_classes,
+            backbone=backbone,
+            dilation=dilation,
+            backbone_checkpoint=None,  # the weights travel in the checkpoint itself
+            backbone_stage=backbone_stage,
+            frozen_batchnorm=frozen_batchnorm,
+            train_stem=train_stem,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            ffn_dim=ffn_dim,
+            dropout=dropout,
+            num_queries=num_queries,
+            aux_loss=aux_loss,
+        )
+        self.num_classes, self.aux_loss = num_classes, aux_loss
+        self.backbone = create_feature_backbone(
+            backbone,
+            out_indices=(backbone_stage,),
+            frozen_batchnorm=frozen_batchnorm,
+            dilation=dilation,
+            frozen_prefixes=() if train_stem else ("conv1", "bn1", "layer1"),
+            checkpoint=backbone_checkpoint,
+        )
+        self.input_proj = nn.Conv2d(self.backbone.feature_info.channels()[-1], hidden_dim, 1)
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_encoder_layers)
+        )
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+
+    def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
+        """Detect objects in a padded batch.
+
+        Args:
+            images: [B, 3, H, W] normalized, padded to the batch maximum.
+            pixel_mask: [B, H, W] bool, True = real pixel (None: no padding).
+
+        Returns:
+            ``{"pred_logits": [B, Q, C+1], "pred_boxes": [B, Q, 4] cxcywh in 0..1 of the real
+            image, "aux_outputs": [{"pred_logits", "pred_boxes"} per earlier decoder layer]}``.
+        """
+        hidden = self.forward_transformer(images, pixel_mask)  # [L, B, Q, d]
+        logits = self.class_embed(hidden)
+        boxes = self.bbox_embed(hidden).sigmoid()
+        outputs = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            outputs["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ]
+        return outputs
+
+    def forward_transformer(self, images: Tensor, pixel_mask: Tensor | None = None) -> Tensor:
+        """Normalized decoder outputs: [L, B, Q, d] (L = decoder layers if ``aux_loss``, else 1)."""
+        if pixel_mask is None:
+            pixel_mask = images.new_ones(images.shape[0], *images.shape[-2:], dtype=torch.bool)
+        features = self.backbone(images)[-1]
+        mask = F.interpolate(pixel_mask[:, None].float(), size=features.shape[-2:])[:, 0] > 0.5
+        pos = sine_position_encoding(mask, self.input_proj.out_channels // 2)
+        memory = self.input_proj(features).flatten(2).transpose(1, 2)  # [B, S, d]
+        pos = pos.flatten(2).transpose(1, 2).to(memory.dtype)
+        key_mask = mask.flatten(1)
+        for layer in self.encoder_layers:
+            memory = layer(memory, pos, key_mask)
+
+        batch = images.shape[0]
+        query_pos = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)
+        x = torch.zeros_like(query_pos)
+        outputs = []
+        for index, layer in enumerate(self.decoder_layers):
+            x = layer(x, query_pos, memory, pos, key_mask)
+            if self.aux_loss or index == len(self.decoder_layers) - 1:
+                outputs.append(self.decoder_norm(x))
+        return torch.stack(outputs)
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+
+@torch.no_grad()
+def detr_postprocess(outputs: dict, image_sizes: Tensor) -> list[dict]:
+    """Scores, labels and pixel boxes per image, one per query (no NMS: the set is the answer).
+
+    Args:
+        outputs: ``{"pred_logits": [B, Q, C+1], "pred_boxes": [B, Q, 4]}``.
+        image_sizes: [B, 2] (height, width) to scale the boxes to (the original image size).
+
+    Returns:
+        per image ``{"scores": [Q], "labels": [Q] in 0..C-1, "boxes": [Q, 4] xyxy pixels}``.
+    """
+    probabilities = outputs["pred_logits"].float().softmax(-1)[..., :-1]
+    scores, labels = probabilities.max(-1)
+    boxes = box_convert(outputs["pred_boxes"].float(), "cxcywh", "xyxy")
+    height, width = image_sizes.float().unbind(1)
+    scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
+    boxes = boxes * scale
+    return [{"scores": s, "labels": lab, "boxes": b} for s, lab, b in zip(scores, labels, boxes)]

@@ -1,0 +1,153 @@
+"""A ViT classifier for fine-tuning MAE encoders (end to end or the last k blocks).
+
+The encoder is timm's ``VisionTransformer`` with the MAE preset's width, depth and heads; the
+parameter names are the MAE encoder's, so pre-trained weights copy over one to one. With
+``global_pool="avg"`` the patch tokens are averaged and normalised by ``fc_norm`` (the MAE
+fine-tuning recipe: the encoder's final norm is not used); with ``"token"`` the class token
+after the final norm feeds the head.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from vistra.models.mae import PRESETS
+
+ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
+
+
+class ViTClassifier(nn.Module):
+    """ViT encoder + pooled head: ``images [B, 3, H, W] -> logits [B, num_classes]``.
+
+    Args:
+        num_classes: classes of the task.
+        size, image_size, patch_size, mlp_ratio, in_chans: the encoder (MAE presets).
+        global_pool: "avg" (mean of patch tokens + fc_norm, the paper's fine-tuning) or "token".
+        drop_path: stochastic depth rate (paper: 0.1 for ViT-B, 0.2 for L/H).
+        trainable_blocks: partial fine-tuning: train only the last k blocks (and the head and
+            its norm); None trains everything.
+        checkpoint: weights to start from: a vistra MAE checkpoint, the MAE repository's
+            ``mae_pretrain_*.pth`` or a Hugging Face ViTMAE checkpoint (encoder only).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        size: str = "base",
+        image_size: int = 224,
+        patch_size: int = 16,
+        global_pool: str = "avg",
+        drop_path: float = 0.1,
+        trainable_blocks: int | None = None,
+        checkpoint: str | None = None,
+        mlp_ratio: float = 4.0,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        if size not in PRESETS:
+            raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
+        if global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool must be 'avg' or 'token', got {global_pool!r}")
+        width, depth, heads = PRESETS[size]
+        if trainable_blocks is not None and not 0 <= trainable_blocks <= depth:
+            raise ValueError(f"trainable_blocks must be in 0..{depth}, got {trainable_blocks}")
+        self.config = dict(
+            num_classes=num_classes, size=size, image_size=image_size, patch_size=patch_size,
+            global_pool=global_pool, drop_path=drop_path, trainable_blocks=trainable_blocks,
+            checkpoint=None, mlp_ratio=mlp_ratio, in_chans=in_chans,
+        )  # fmt: skip
+        self.vit = VisionTransformer(
+            img_size=image_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            global_pool=global_pool,
+            embed_dim=width,
+            depth=depth,
+            num_heads=heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            drop_path_rate=drop_path,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        )
+        nn.init.trunc_normal_(self.vit.head.weight, std=2e-5)  # MAE fine-tuning head init
+        nn.init.zeros_(self.vit.head.bias)
+        self.num_features = width
+        if checkpoint is not None:
+            self.load_encoder(checkpoint)
+        if trainable_blocks is not None:
+            self.freeze_all_but_last(trainable_blocks)
+
+    def load_encoder(self, path: str | Path) -> None:
+        """Copy a pre-trained MAE encoder in (decoder and heads of the file are ignored)."""
+        from vistra.models.mae import MaskedAutoencoder
+
+        config = self.config
+        donor = MaskedAutoencoder(config["size"], config["image_size"], config["patch_size"],
+                                  decoder_depth=1, in_chans=config["in_chans"])  # fmt: skip
+        state = _mae_encoder_state(path, donor)
+        target = self.vit.state_dict()
+        for key, value in state.items():
+            if key.startswith(ENCODER_PREFIXES) and key in target:
+                if target[key].shape != value.shape:
+                    raise ValueError(
+                        f"{path}: {key} has shape {tuple(value.shape)}, the classifier "
+                        f"{tuple(target[key].shape)} (size/image_size/patch_size differ?)"
+                    )
+                target[key] = value
+        self.vit.load_state_dict(target)
+
+    def freeze_all_but_last(self, blocks: int) -> None:
+        self.vit.requires_grad_(False)
+        for block in list(self.vit.blocks)[len(self.vit.blocks) - blocks :]:
+            block.requires_grad_(True)
+        for module in (self.vit.fc_norm, self.vit.head):
+            module.requires_grad_(True)
+        if self.config["global_pool"] == "token":
+            self.vit.norm.requires_grad_(True)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.vit(images)
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """Pooled, normalised features [B, width] (what the head sees)."""
+        tokens = self.vit.forward_features(images)
+        return self.vit.forward_head(tokens, pre_logits=True)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.vit.blocks) + 1
+
+    def layer_of(self, name: str) -> int:
+        """0 embeddings, i + 1 block i, ``num_layers`` the head and norms (layer-wise decay)."""
+        name = name.removeprefix("vit.")
+        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers
+
+    def no_weight_decay(self) -> set[str]:
+        return {"vit.cls_token", "vit.pos_embed"}
+
+
+def _mae_encoder_state(path: str | Path, donor: nn.Module) -> dict[str, Tensor]:
+    """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    raw = (
+        torch.load(path, map_location="cpu", weights_only=False) if path.suffix == ".ckpt" else None
+    )
+    if isinstance(raw, dict) and "vistra_network" in raw:
+        prefix = "network."
+        return {k[len(prefix) :]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
+    from vistra.convert.mae import load_mae_weights
+
+    load_mae_weights(donor, path, encoder_only=True)
+    return donor.state_dict()

@@ -1,0 +1,244 @@
+"""DETR training, COCO evaluation and prediction."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.evaluation.coco import COCOEvaluator, detections_to_coco, tensor_image_ids
+from vistra.losses import HungarianMatcher, SetCriterion
+from vistra.models.detr import detr_postprocess
+from vistra.tasks.optim import cosine_with_warmup, training_steps
+
+CATEGORIES_KEY = "vistra_categories"
+
+
+class DetectionTask(L.LightningModule):
+    """Set-prediction training of ``network`` (a ``DETR``) with COCO box AP at validation.
+
+    Batches are ``(images [B,3,H,W], pixel_mask [B,H,W], targets)`` from
+    ``DetectionDataModule``. Validation logs the loss terms and the 12 COCO numbers
+    (``val/AP``, ``val/AP50``, ...), prints the standard table and writes the predictions as
+    COCO result JSON to ``<log_dir>/predictions/val_epoch_NNNN.json``.
+
+    Args:
+        network: the detector.
+        cost_class, cost_bbox, cost_giou: matching costs (paper: 1, 5, 2).
+        weight_ce, weight_bbox, weight_giou: loss weights (paper: 1, 5, 2).
+        eos_coef: weight of the "no object" class (paper: 0.1).
+        lr, lr_backbone, weight_decay: AdamW (paper: 1e-4, 1e-5, 1e-4).
+        lr_drop_epoch: multiply the learning rates by 0.1 after this epoch (paper: 200 of 300);
+            None keeps them constant.
+        warmup_steps: linear learning-rate warm-up (0 in the paper; helps short runs).
+        schedule: "step" (the paper's drop by 10x at ``lr_drop_epoch``) or "cosine" (decay to
+            0 over the run, for short runs such as the demo).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        cost_class: float = 1.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        weight_ce: float = 1.0,
+        weight_bbox: float = 5.0,
+        weight_giou: float = 2.0,
+        eos_coef: float = 0.1,
+        lr: float = 1e-4,
+        lr_backbone: float = 1e-5,
+        weight_decay: float = 1e-4,
+        lr_drop_epoch: int | None = None,
+        warmup_steps: int = 0,
+        schedule: str = "step",
+    ) -> None:
+        super().__init__()
+        if schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou)
+        self.criterion = SetCriterion(
+            network.num_classes, matcher, eos_coef, weight_ce, weight_bbox, weight_giou
+        )
+        self.evaluator: COCOEvaluator | None = None
+        self.category_ids: list[int] | None = None
+        self.class_names: list[str] | None = None
+
+    def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
+        return self.network(images, pixel_mask)
+
+    def _step(self, batch, stage: str) -> tuple[Tensor, dict]:
+        images, pixel_mask, targets = batch
+        outputs = self.network(images, pixel_mask)
+        terms = self.criterion(outputs, targets)
+        loss = self.criterion.total(terms)
+        logged = {f"{stage}/{name}": value for name, value in terms.items()
+                  if not name[-1].isdigit()}  # fmt: skip
+        self.log_dict(logged, batch_size=len(targets), sync_dist=stage != "train")
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(targets),
+                 sync_dist=stage != "train")  # fmt: skip
+        return loss, outputs
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        loss, _ = self._step(batch, "train")
+        return loss
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _categories_from_data(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "category_ids"):
+            self.category_ids = list(datamodule.category_ids)
+            self.class_names = list(datamodule.classes)
+        if self.category_ids is None:
+            self.category_ids = list(range(1, self.network.num_classes + 1))
+
+    def on_validation_epoch_start(self) -> None:
+        self._categories_from_data()
+        source = getattr(getattr(self.trainer, "datamodule", None), "val_source", None)
+        annotations = getattr(source, "annotation_file", None)
+        self.evaluator = COCOEvaluator(annotations) if annotations is not None else None
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        _, outputs = self._step(batch, "val")
+        self._collect(outputs, batch[2])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, outputs = self._step(batch, "test")
+        self._collect(outputs, batch[2])
+
+    def _collect(self, outputs: dict, targets: list[dict]) -> None:
+        if self.evaluator is None:
+            return
+        sizes = torch.stack([t["orig_size"] for t in targets]).to(outputs["pred_boxes"].device)
+        detections = detr_postprocess(outputs, sizes)
+        image_ids = tensor_image_ids(targets)
+        results = []
+        for image_id, detection in zip(image_ids, detections):
+            results += detections_to_coco(image_id, detection, self.category_ids)
+        self.evaluator.update(image_ids, results)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluate("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate("test")
+
+    def _evaluate(self, stage: str) -> None:
+        if self.evaluator is None or self.trainer.sanity_checking:
+            return
+        image_ids, results = self.evaluator.image_ids, self.evaluator.results
+        if self.trainer.world_size > 1:
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (image_ids, results))
+            image_ids = set().union(*(g[0] for g in gathered))
+            results = [r for g in gathered for r in g[1]]
+        self.evaluator.image_ids, self.evaluator.results = image_ids, results
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        output = log_dir / "predictions" / f"{stage}_epoch_{self.current_epoch:04d}.json"
+        stats, table = self.evaluator.compute(output if self.trainer.is_global_zero else None)
+        if self.trainer.is_global_zero:
+            print(f"\nCOCO box AP, {stage}, epoch {self.current_epoch} ({len(image_ids)} images)")
+            print(table)
+        clean = {f"{stage}/{k}": (0.0 if math.isnan(v) else v) for k, v in stats.items()}
+        self.log_dict(clean, rank_zero_only=True)
+        self.last_coco_stats = stats
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    def predict_step(self, batch, batch_idx: int) -> list[dict]:
+        """Per image ``{"image_id", "boxes" xyxy original pixels, "scores", "labels",
+        "category_ids"}``; at the end of ``vistra predict`` the COCO result JSON and pictures
+        are written (see ``on_predict_epoch_end``)."""
+        images, pixel_mask, targets = batch
+        if self.category_ids is None:
+            self._categories_from_data()
+        outputs = self.network(images, pixel_mask)
+        sizes = torch.stack([t["orig_size"] for t in targets]).to(images.device)
+        detections = detr_postprocess(outputs, sizes)
+        ids = torch.tensor(self.category_ids)
+        for detection, image_id in zip(detections, tensor_image_ids(targets)):
+            detection["image_id"] = image_id
+            detection["category_ids"] = ids[detection["labels"].cpu()]
+        self._predictions = getattr(self, "_predictions", []) + detections
+        return detections
+
+    def on_predict_epoch_start(self) -> None:
+        self._predictions = []
+
+    def on_predict_epoch_end(self) -> None:
+        """Write ``<log_dir>/predictions/predict.json`` (COCO results, all queries) and
+        ``<log_dir>/predictions/pictures/<image>.png`` (boxes scoring >= 0.5, labelled)."""
+        import json
+
+        from vistra.data.sources.base import load_image
+        from vistra.visualize import draw_detections
+
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"
+        results = []
+        for detection in self._predictions:
+            results += detections_to_coco(detection["image_id"], detection, self.category_ids)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predict.json").write_text(json.dumps(results))
+        source = getattr(getattr(self.trainer, "datamodule", None), "val_source", None)
+        if source is None or not hasattr(source, "coco"):
+            return
+        names = self.class_names or [str(i) for i in self.category_ids]
+        for detection in self._predictions:
+            info = source.coco.imgs[detection["image_id"]]
+            keep = detection["scores"] >= 0.5
+            labels = detection["labels"][keep].tolist()
+            picture = draw_detections(
+                load_image(source.image_dir / info["file_name"]),
+                detection["boxes"][keep].cpu(),
+                [names[i] for i in labels],
+                detection["scores"][keep].cpu(),
+                labels,
+                scale=max(1.0, 288 / max(info["width"], info["height"])),
+            )
+            (out / "pictures").mkdir(exist_ok=True)
+            picture.save(out / "pictures" / f"{Path(info['file_name']).stem}.png")
+        print(f"wrote {out / 'predict.json'} ({len(results)} detections) and {out / 'pictures'}")
+
+    # -- optimisation and checkpoints ---------------------------------------------------------
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        backbone = [p for p in self.network.backbone.parameters() if p.requires_grad]
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in self.network.parameters()
+                if p.requires_grad and id(p) not in backbone_ids]  # fmt: skip
+        groups = [{"params": rest, "lr": hp.lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": hp.lr_backbone})
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        steps_per_epoch, total_steps = training_steps(self.trainer)
+        if hp.schedule == "cosine":
+            schedule = cosine_with_warmup(optimizer, hp.warmup_steps, total_steps)
+        else:
+
+            def factor(step: int) -> float:
+                warm = min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps else 1.0
+                drop = hp.lr_drop_epoch is not None and step >= hp.lr_drop_epoch * steps_per_epoch
+                return warm * (0.1 if drop else 1.0)
+
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        if self.category_ids is None and self._trainer is not None:
+            self._categories_from_data()
+        checkpoint[CATEGORIES_KEY] = {"ids": self.category_ids, "names": self.class_names}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        categories = checkpoint.get(CATEGORIES_KEY) or {}
+        self.category_ids, self.class_names = categories.get("ids"), categories.get("names")

@@ -1,0 +1,108 @@
+"""End-to-end (or partial) fine-tuning of a classifier: the MAE fine-tuning recipe."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.tasks.optim import build_optimizer, with_cosine_schedule
+
+
+class FineTuning(L.LightningModule):
+    """Cross-entropy fine-tuning with mixup / cutmix, label smoothing and layer-wise lr decay.
+
+    The MAE paper's recipe (ViT-B): AdamW (0.9, 0.999), base lr 5e-4 (lr = base_lr x global
+    batch / 256), weight decay 0.05, layer decay 0.65 (0.75 for L/H), 5 warm-up epochs then
+    cosine, mixup 0.8, cutmix 1.0, label smoothing 0.1; drop path and RandAugment live in the
+    network and the data module.
+
+    Args:
+        network: e.g. ``ViTClassifier``; needs ``num_layers`` / ``layer_of`` for layer decay.
+        num_classes: for mixup's soft targets and the metrics.
+        mixup, cutmix: Beta(alpha, alpha) parameters; 0 turns each off (timm's ``Mixup``).
+        label_smoothing: applied to the (mixed) targets.
+        layer_decay: None for one learning rate everywhere.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        num_classes: int,
+        base_lr: float = 5e-4,
+        weight_decay: float = 0.05,
+        layer_decay: float | None = 0.65,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_epochs: float = 5,
+        mixup: float = 0.8,
+        cutmix: float = 1.0,
+        label_smoothing: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        self.mixing = None
+        if mixup > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixing = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(images)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, labels = batch
+        if self.mixing is not None and len(images) % 2 == 0:
+            images, soft_targets = self.mixing(images, labels)
+            logits = self.network(images)
+            loss = torch.sum(-soft_targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        else:
+            logits = self.network(images)
+            loss = F.cross_entropy(logits.float(), labels,
+                                   label_smoothing=self.hparams.label_smoothing)  # fmt: skip
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        images, labels = batch
+        logits = self.network(images)
+        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), labels), batch_size=len(labels))
+        self.top1.update(logits, labels)
+        self.top5.update(logits, labels)
+        self.log(f"{stage}/top1", self.top1, prog_bar=True, batch_size=len(labels))
+        self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.network(images).softmax(dim=1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        datamodule = self.trainer.datamodule
+        batch = getattr(datamodule, "batch_size", 256) if datamodule is not None else 256
+        global_batch = batch * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        lr = hp.base_lr * global_batch / 256
+        optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas,
+                                    layer_decay=hp.layer_decay)  # fmt: skip
+        return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[NETWORK_KEY] = network_spec(self.network)

@@ -1,0 +1,81 @@
+"""MAE fine-tuning: the classifier takes the pre-trained encoder, layer decay, partial tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vistra.cli import VistraCLI
+from vistra.models import MaskedAutoencoder, ViTClassifier
+from vistra.tasks.optim import build_optimizer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mae"
+
+
+@pytest.fixture(scope="module")
+def mae_file(tmp_path_factory) -> tuple[MaskedAutoencoder, Path]:
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder("tiny", image_size=32, patch_size=8, decoder_depth=1)
+    path = tmp_path_factory.mktemp("mae") / "mae_pretrain.pth"
+    torch.save({"model": mae.state_dict()}, path)  # the MAE repository's layout
+    return mae, path
+
+
+def test_classifier_features_equal_the_pretrained_encoder(mae_file):
+    mae, path = mae_file
+    classifier = ViTClassifier(10, "tiny", 32, 8, global_pool="token", drop_path=0.0,
+                               checkpoint=str(path)).eval()  # fmt: skip
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = mae.eval().forward_features(images, pool="cls")
+        got = classifier.forward_features(images)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_decay_scales_each_block(mae_file):
+    classifier = ViTClassifier(10, "tiny", 32, 8)
+    optimizer = build_optimizer(classifier, "adamw", 1.0, 0.05, layer_decay=0.5)
+    scale_of = {}
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            scale_of[id(parameter)] = group["lr"]
+    names = dict(classifier.named_parameters())
+    depth = len(classifier.vit.blocks)  # 12
+    assert scale_of[id(names["vit.head.weight"])] == 1.0
+    assert scale_of[id(names["vit.fc_norm.weight"])] == 1.0
+    assert scale_of[id(names[f"vit.blocks.{depth - 1}.attn.qkv.weight"])] == 0.5
+    assert scale_of[id(names["vit.blocks.0.mlp.fc1.weight"])] == 0.5**depth
+    assert scale_of[id(names["vit.patch_embed.proj.weight"])] == 0.5 ** (depth + 1)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(names["vit.cls_token"])] == 0.0 and decay[id(names["vit.head.weight"])] == 0.05
+
+
+def test_partial_fine_tuning_trains_only_the_last_blocks():
+    classifier = ViTClassifier(10, "tiny", 32, 8, trainable_blocks=2)
+    trainable = {n for n, p in classifier.named_parameters() if p.requires_grad}
+    assert any(n.startswith("vit.blocks.11.") for n in trainable)
+    assert any(n.startswith("vit.blocks.10.") for n in trainable)
+    assert not any(n.startswith(("vit.blocks.9.", "vit.patch_embed", "vit.cls_token"))
+                   for n in trainable)  # fmt: skip
+    assert {"vit.head.weight", "vit.fc_norm.weight"} <= trainable
+
+
+def test_finetune_from_a_vistra_pretraining_checkpoint(tmp_path):
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
+            "--data.init_args.batch_size=16"]  # fmt: skip
+    pretrain = VistraCLI(args=["fit", "--config", str(CONFIGS / "vit_tiny_digits.yaml"), *tiny,
+                               "--trainer.default_root_dir", str(tmp_path / "mae")])  # fmt: skip
+    checkpoint = pretrain.trainer.checkpoint_callback.last_model_path
+    finetune = VistraCLI(args=["fit", "--config", str(CONFIGS / "finetune_digits.yaml"), *tiny,
+                               "--model.init_args.network.init_args.checkpoint", checkpoint,
+                               "--trainer.default_root_dir", str(tmp_path / "ft")])  # fmt: skip
+    encoder = pretrain.model.network.state_dict()
+    tuned = finetune.model.network.vit
+    assert torch.isfinite(finetune.trainer.callback_metrics["train/loss"])
+    assert 0.0 <= float(finetune.trainer.callback_metrics["val/top1"]) <= 1.0
+    # Three steps moved the weights away from, but not far from, the pre-trained ones.
+    difference = (tuned.blocks[0].attn.qkv.weight - encoder["blocks.0.attn.qkv.weight"]).abs()
+    assert 0 < difference.max() < 0.05
