@@ -68,15 +68,28 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
             ):
                 self._save_reconstructions(images[: self.hparams.pictures], outputs)
 
-    def _save_reconstructions(self, images: Tensor, outputs: dict[str, Tensor]) -> None:
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """``vistra predict``: a reconstruction grid per batch (the first ``pictures`` images)
+        written to ``<log dir>/reconstructions/predict_<loader>_<batch>.png``; returns the
+        batch's reconstruction loss."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        outputs = self.network(images)
+        if self.hparams.pictures and self.trainer.is_global_zero:
+            count = self.hparams.pictures
+            name = f"predict_{dataloader_idx}_{batch_idx:04d}.png"
+            self._save_reconstructions(images[:count], outputs, name)
+        return self.network.loss(images, outputs).detach()
+
+    def _save_reconstructions(
+        self, images: Tensor, outputs: dict[str, Tensor], name: str | None = None
+    ) -> None:
         from vistra.visualize import mae_reconstruction_grid
 
         count = len(images)
         outputs = {key: value[:count] for key, value in outputs.items()}
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
-        mae_reconstruction_grid(
-            self.network, images, outputs, folder / f"epoch_{self.current_epoch:04d}.png"
-        )
+        name = name or f"epoch_{self.current_epoch:04d}.png"
+        mae_reconstruction_grid(self.network, images, outputs, folder / name)
 
     def configure_optimizers(self):
         hp = self.hparams
