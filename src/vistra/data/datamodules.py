@@ -15,15 +15,20 @@ from vistra.data.transforms import (
 )
 
 
-class _TransformedSource(Dataset):
-    def __init__(self, source: ImageSource, transform) -> None:
-        self.source, self.transform = source, transform
+class TransformedSource(Dataset):
+    """``source[index]`` through a fixed (evaluation) transform: ``(transform(image), label)``,
+    or ``transform(image, target)`` with ``with_target`` (detection)."""
+
+    def __init__(self, source: Dataset, transform, with_target: bool = False) -> None:
+        self.source, self.transform, self.with_target = source, transform, with_target
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int):
         image, label = self.source[index]
+        if self.with_target:
+            return self.transform(image, label)
         return self.transform(image), label
 
 
@@ -87,7 +92,7 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def eval_loader(self, source: ImageSource) -> DataLoader:
-        dataset = _TransformedSource(source, eval_transform(self.image_size))
+        dataset = TransformedSource(source, eval_transform(self.image_size))
         return DataLoader(dataset, shuffle=False, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

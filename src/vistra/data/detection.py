@@ -13,11 +13,12 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from vistra.data.datamodules import TransformedSource
 from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
 from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -115,17 +116,6 @@ def collate_detection(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor,
     return images, pixel_mask, targets
 
 
-class _EvalDataset(Dataset):
-    def __init__(self, source: Dataset, transform) -> None:
-        self.source, self.transform = source, transform
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int):
-        return self.transform(*self.source[index])
-
-
 class DetectionDataModule(L.LightningDataModule):
     """COCO-format detection data for DETR.
 
@@ -204,7 +194,8 @@ class DetectionDataModule(L.LightningDataModule):
 
     def eval_loader(self, source: COCODetectionSource) -> DataLoader:
         transform = detection_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)
-        return DataLoader(_EvalDataset(source, transform), shuffle=False, **self._options())
+        dataset = TransformedSource(source, transform, with_target=True)
+        return DataLoader(dataset, shuffle=False, **self._options())
 
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.val_source is None else self.eval_loader(self.val_source)

@@ -124,6 +124,17 @@ def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
     return (per_patch * mask).sum() / mask.sum().clamp_min(1)
 
 
+def vit_layer_of(name: str, num_layers: int) -> int:
+    """Layer-wise lr decay index of a ViT parameter in timm / MAE names: 0 for the embeddings
+    (``cls_token``, ``pos_embed``, ``patch_embed``), i + 1 for ``blocks.i``, ``num_layers`` for
+    everything after the blocks (norms, decoder, head)."""
+    if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers
+
+
 class MaskedAutoencoder(nn.Module):
     """MAE with a ViT encoder and a lightweight Transformer decoder.
 
@@ -217,11 +228,7 @@ class MaskedAutoencoder(nn.Module):
 
     def layer_of(self, name: str) -> int:
         """Layer of parameter ``name``: 0 embeddings, i + 1 block i, ``num_layers`` the rest."""
-        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        return self.num_layers
+        return vit_layer_of(name, self.num_layers)
 
     def no_weight_decay(self) -> set[str]:
         return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}

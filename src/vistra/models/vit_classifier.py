@@ -16,7 +16,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from vistra.models.mae import PRESETS
+from vistra.models.mae import PRESETS, vit_layer_of
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
 
@@ -125,12 +125,7 @@ class ViTClassifier(nn.Module):
 
     def layer_of(self, name: str) -> int:
         """0 embeddings, i + 1 block i, ``num_layers`` the head and norms (layer-wise decay)."""
-        name = name.removeprefix("vit.")
-        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        return self.num_layers
+        return vit_layer_of(name.removeprefix("vit."), self.num_layers)
 
     def no_weight_decay(self) -> set[str]:
         return {"vit.cls_token", "vit.pos_embed"}

@@ -12,7 +12,21 @@ from vistra.checkpoint import NETWORK_KEY, load_network, network_spec
 from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
 
-class LinearProbe(L.LightningModule):
+class AccuracyMetrics:
+    """Mixin for classification tasks: micro top-1 / top-5 accuracy, logged per stage."""
+
+    def _init_accuracy(self, num_classes: int) -> None:
+        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def _log_accuracy(self, stage: str, logits: Tensor, labels: Tensor) -> None:
+        self.top1.update(logits, labels)
+        self.top5.update(logits, labels)
+        self.log(f"{stage}/top1", self.top1, prog_bar=True, batch_size=len(labels))
+        self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
+
+
+class LinearProbe(AccuracyMetrics, L.LightningModule):
     """Cross-entropy on ``Linear(encoder features)``; the encoder stays in eval mode, no grad.
 
     Give either ``checkpoint`` (a stage-1 vistra checkpoint: the network is rebuilt from it) or
@@ -49,8 +63,7 @@ class LinearProbe(L.LightningModule):
         width = self.network.num_features
         norm = nn.BatchNorm1d(width, affine=False) if feature_norm else nn.Identity()
         self.head = nn.Sequential(norm, nn.Linear(width, num_classes))
-        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self._init_accuracy(num_classes)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -69,10 +82,7 @@ class LinearProbe(L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(labels))
         if stage != "train":
-            self.top1.update(logits, labels)
-            self.top5.update(logits, labels)
-            self.log(f"{stage}/top1", self.top1, prog_bar=True, batch_size=len(labels))
-            self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
+            self._log_accuracy(stage, logits, labels)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> Tensor:

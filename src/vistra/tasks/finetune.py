@@ -6,13 +6,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.tasks.classification import AccuracyMetrics
 from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
 
-class FineTuning(L.LightningModule):
+class FineTuning(AccuracyMetrics, L.LightningModule):
     """Cross-entropy fine-tuning with mixup / cutmix, label smoothing and layer-wise lr decay.
 
     The MAE paper's recipe (ViT-B): AdamW (0.9, 0.999), base lr 5e-4 (lr = base_lr x global
@@ -56,8 +56,7 @@ class FineTuning(L.LightningModule):
                 label_smoothing=label_smoothing,
                 num_classes=num_classes,
             )
-        self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self._init_accuracy(num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)
@@ -79,10 +78,7 @@ class FineTuning(L.LightningModule):
         images, labels = batch
         logits = self.network(images)
         self.log(f"{stage}/loss", F.cross_entropy(logits.float(), labels), batch_size=len(labels))
-        self.top1.update(logits, labels)
-        self.top5.update(logits, labels)
-        self.log(f"{stage}/top1", self.top1, prog_bar=True, batch_size=len(labels))
-        self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
+        self._log_accuracy(stage, logits, labels)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
