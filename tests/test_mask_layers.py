@@ -1,0 +1,153 @@
+"""Mask2Former building blocks: deformable attention, point sampling, point-sampled losses.
+
+Each is checked against a slow loop written from its definition and against the Hugging Face
+Mask2Former functions with the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vistra.losses.mask_losses import dice_loss, sigmoid_ce_loss
+from vistra.models.layers.ms_deform_attn import (
+    MultiScaleDeformableAttention,
+    multi_scale_deformable_attention,
+)
+from vistra.models.layers.point_sample import point_sample, uncertain_points
+
+hf = pytest.importorskip("transformers.models.mask2former.modeling_mask2former")
+
+
+def _bilinear(feature: torch.Tensor, x: float, y: float) -> torch.Tensor:
+    """feature [C, H, W] at (x, y) in 0..1 (align_corners=False), zeros outside: slow loop."""
+    height, width = feature.shape[-2:]
+    px, py = x * width - 0.5, y * height - 0.5
+    x0, y0 = math.floor(px), math.floor(py)
+    total = torch.zeros(feature.shape[0], dtype=feature.dtype)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            weight = (1 - abs(px - xi)) * (1 - abs(py - yi))
+            if 0 <= xi < width and 0 <= yi < height:
+                total += weight * feature[:, yi, xi]
+    return total
+
+
+def _random_inputs(seed: int, shapes, batch=2, queries=3, heads=2, head_dim=4, points=3):
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(h * w for h, w in shapes)
+    value = torch.randn(batch, total, heads, head_dim, generator=generator, dtype=torch.float64)
+    # Some locations fall outside the map on purpose (they must read zeros).
+    locations = torch.rand(batch, queries, heads, len(shapes), points, 2, generator=generator,
+                           dtype=torch.float64) * 1.2 - 0.1  # fmt: skip
+    weights = torch.rand(batch, queries, heads, len(shapes), points, generator=generator,
+                         dtype=torch.float64)  # fmt: skip
+    weights = weights / weights.sum(dim=(-2, -1), keepdim=True)
+    return value, locations, weights
+
+
+@pytest.mark.parametrize("shapes", [[(4, 5)], [(6, 7), (3, 4), (2, 2)]])
+def test_deformable_attention_equals_a_slow_loop(shapes):
+    value, locations, weights = _random_inputs(0, shapes)
+    got = multi_scale_deformable_attention(value, shapes, locations, weights)
+    batch, queries, heads, levels, points, _ = locations.shape
+    head_dim = value.shape[-1]
+    starts = [0]
+    for h, w in shapes:
+        starts.append(starts[-1] + h * w)
+    expected = torch.zeros(batch, queries, heads * head_dim, dtype=torch.float64)
+    for b in range(batch):
+        for q in range(queries):
+            for head in range(heads):
+                acc = torch.zeros(head_dim, dtype=torch.float64)
+                for level, (h, w) in enumerate(shapes):
+                    level_map = value[b, starts[level] : starts[level + 1], head].T.reshape(
+                        -1, h, w
+                    )
+                    for p in range(points):
+                        x, y = locations[b, q, head, level, p].tolist()
+                        acc += weights[b, q, head, level, p] * _bilinear(level_map, x, y)
+                expected[b, q, head * head_dim : (head + 1) * head_dim] = acc
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    peer = hf.multi_scale_deformable_attention(value, shapes, locations, weights)
+    torch.testing.assert_close(got, peer, rtol=1e-10, atol=1e-10)
+
+
+def test_deformable_attention_module_matches_the_peer_with_the_same_weights():
+    shapes = [(8, 8), (4, 4), (2, 2)]
+    torch.manual_seed(0)
+    ours = MultiScaleDeformableAttention(dim=32, heads=4, levels=3, points=4)
+    peer = hf.Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention(32, 4, 3, 4)
+    with torch.no_grad():
+        for parameter in ours.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))  # move away from the init
+    peer.load_state_dict(ours.state_dict())
+    value = torch.randn(2, sum(h * w for h, w in shapes), 32)
+    query = torch.randn(2, 5, 32)
+    reference = torch.rand(2, 5, 3, 2)
+    padding = torch.zeros(2, value.shape[1], dtype=torch.bool)
+    padding[1, -6:] = True
+    got = ours(query, reference, value, shapes, padding)
+    expected, _ = peer(query, attention_mask=padding, encoder_hidden_states=value,
+                       reference_points=reference, spatial_shapes_list=shapes)  # fmt: skip
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_initial_offsets_form_a_ring_per_head_and_weights_are_uniform():
+    layer = MultiScaleDeformableAttention(dim=16, heads=8, levels=2, points=3)
+    offsets = layer.sampling_offsets.bias.view(8, 2, 3, 2)
+    assert torch.allclose(offsets[:, :, 1], 2 * offsets[:, :, 0])  # distances 1, 2, 3
+    assert torch.allclose(offsets[0, 0, 0], torch.tensor([1.0, 0.0]))  # head 0 looks right
+    weights = layer.attention_weights(torch.randn(1, 16)).view(8, 6).softmax(-1)
+    assert torch.allclose(weights, torch.full_like(weights, 1 / 6))
+
+
+def test_point_sample_is_bilinear_with_zero_padding():
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 3, 5, 6, generator=generator, dtype=torch.float64)
+    points = torch.rand(2, 7, 2, generator=generator, dtype=torch.float64) * 1.2 - 0.1
+    got = point_sample(maps, points)
+    for n in range(2):
+        for p in range(7):
+            expected = _bilinear(maps[n], *points[n, p].tolist())
+            torch.testing.assert_close(got[n, :, p], expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got, hf.sample_point(maps, points, align_corners=False))
+
+
+def test_uncertain_points_keeps_the_most_uncertain_share():
+    logits = torch.full((3, 1, 16, 16), 10.0)
+    logits[:, :, :, :8] = 0.0  # the left half is maximally uncertain
+    points = uncertain_points(logits, 40, oversample=3.0, importance=0.75,
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert points.shape == (3, 40, 2)
+    assert ((points >= 0) & (points <= 1)).all()
+    important = points[:, :30]
+    assert (important[..., 0] < 0.5 + 1 / 32).all()  # all drawn from the uncertain half
+    assert (points[:, 30:, 0] > 0.5).any()  # the uniform rest is not
+    with pytest.raises(ValueError):
+        uncertain_points(logits, 10, oversample=0.5)
+
+
+@pytest.mark.parametrize("num_masks", [1.0, 3.5])
+def test_point_losses_equal_their_formulas_and_the_peer(num_masks):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 50, generator=generator, dtype=torch.float64)
+    targets = (torch.rand(4, 50, generator=generator) > 0.5).double()
+    probabilities = logits.sigmoid()
+    expected_ce = sum(
+        -(targets[m] * probabilities[m].log() + (1 - targets[m]) * (1 - probabilities[m]).log())
+        .mean() for m in range(4)
+    ) / num_masks  # fmt: skip
+    expected_dice = sum(
+        1 - (2 * (probabilities[m] * targets[m]).sum() + 1)
+        / (probabilities[m].sum() + targets[m].sum() + 1) for m in range(4)
+    ) / num_masks  # fmt: skip
+    torch.testing.assert_close(sigmoid_ce_loss(logits, targets, num_masks), expected_ce)
+    torch.testing.assert_close(dice_loss(logits, targets, num_masks), expected_dice)
+    torch.testing.assert_close(dice_loss(logits, targets, num_masks),
+                               hf.dice_loss(logits, targets, num_masks))  # fmt: skip
+    peer_ce = hf.sigmoid_cross_entropy_loss(logits, targets, num_masks)
+    torch.testing.assert_close(sigmoid_ce_loss(logits, targets, num_masks), peer_ce)
