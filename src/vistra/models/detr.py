@@ -238,9 +238,6 @@ class DETR(nn.Module):
                 outputs.append(self.decoder_norm(x))
         return torch.stack(outputs)
 
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
 
 @torch.no_grad()
 def detr_postprocess(outputs: dict, image_sizes: Tensor) -> list[dict]:

@@ -160,6 +160,8 @@ class DetectionTask(L.LightningModule):
         images, pixel_mask, targets = batch
         if self.category_ids is None:
             self._categories_from_data()
+        if not hasattr(self, "_predictions"):
+            self._predictions: list[dict] = []
         outputs = self.network(images, pixel_mask)
         sizes = torch.stack([t["orig_size"] for t in targets]).to(images.device)
         detections = detr_postprocess(outputs, sizes)
@@ -167,7 +169,7 @@ class DetectionTask(L.LightningModule):
         for detection, image_id in zip(detections, tensor_image_ids(targets)):
             detection["image_id"] = image_id
             detection["category_ids"] = ids[detection["labels"].cpu()]
-        self._predictions = getattr(self, "_predictions", []) + detections
+        self._predictions.extend(detections)
         return detections
 
     def on_predict_epoch_start(self) -> None:
