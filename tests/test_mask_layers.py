@@ -151,3 +151,49 @@ def test_point_losses_equal_their_formulas_and_the_peer(num_masks):
                                hf.dice_loss(logits, targets, num_masks))  # fmt: skip
     peer_ce = hf.sigmoid_cross_entropy_loss(logits, targets, num_masks)
     torch.testing.assert_close(sigmoid_ce_loss(logits, targets, num_masks), peer_ce)
+
+
+def test_pairwise_mask_costs_equal_the_per_pair_losses():
+    from vistra.losses.mask_matcher import pairwise_dice, pairwise_sigmoid_ce
+
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(5, 30, generator=generator, dtype=torch.float64)
+    targets = (torch.rand(3, 30, generator=generator) > 0.4).double()
+    ce, dice = pairwise_sigmoid_ce(logits, targets), pairwise_dice(logits, targets)
+    for q in range(5):
+        for t in range(3):
+            torch.testing.assert_close(
+                ce[q, t], sigmoid_ce_loss(logits[q : q + 1], targets[t : t + 1], 1.0)
+            )
+            torch.testing.assert_close(
+                dice[q, t], dice_loss(logits[q : q + 1], targets[t : t + 1], 1.0)
+            )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_matcher_equals_brute_force_on_the_same_points(seed):
+    import itertools
+
+    from vistra.losses.mask_matcher import MaskHungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
+
+    generator = torch.Generator().manual_seed(seed)
+    queries, count = 5, 3
+    outputs = {"pred_logits": torch.randn(1, queries, 4, generator=generator),
+               "pred_masks": torch.randn(1, queries, 8, 8, generator=generator)}  # fmt: skip
+    masks = torch.rand(count, 16, 16, generator=generator) > 0.5
+    target = {"labels": torch.randint(0, 3, (count,), generator=generator), "masks": masks}
+    matcher = MaskHungarianMatcher(2, 5, 5, num_points=64)
+    ((rows, cols),) = matcher(outputs, [target], generator=torch.Generator().manual_seed(9))
+    points = torch.rand(1, 64, 2, generator=torch.Generator().manual_seed(9))  # the same draw
+    predicted = point_sample(outputs["pred_masks"][0][:, None], points.expand(queries, -1, -1))[
+        :, 0
+    ]
+    wanted = point_sample(masks[:, None].float(), points.expand(count, -1, -1))[:, 0]
+    class_cost = -2 * outputs["pred_logits"][0].softmax(-1)[:, target["labels"]]
+    mask_cost = 5 * pairwise_sigmoid_ce(predicted, wanted) + 5 * pairwise_dice(predicted, wanted)
+    cost = class_cost + mask_cost
+    best = min(sum(cost[q, t].item() for t, q in enumerate(assignment))
+               for assignment in itertools.permutations(range(queries), count))  # fmt: skip
+    assert sum(cost[q, t].item() for q, t in zip(rows, cols)) == pytest.approx(best, abs=1e-5)
+    empty = {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 16, 16).bool()}
+    assert len(matcher(outputs, [empty])[0][0]) == 0
