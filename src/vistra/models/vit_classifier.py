@@ -85,12 +85,7 @@ class ViTClassifier(nn.Module):
 
     def load_encoder(self, path: str | Path) -> None:
         """Copy a pre-trained MAE encoder in (decoder and heads of the file are ignored)."""
-        from vistra.models.mae import MaskedAutoencoder
-
-        config = self.config
-        donor = MaskedAutoencoder(config["size"], config["image_size"], config["patch_size"],
-                                  decoder_depth=1, in_chans=config["in_chans"])  # fmt: skip
-        state = _mae_encoder_state(path, donor)
+        state = _mae_encoder_state(path, self.config)
         target = self.vit.state_dict()
         for key, value in state.items():
             if key.startswith(ENCODER_PREFIXES) and key in target:
@@ -131,8 +126,11 @@ class ViTClassifier(nn.Module):
         return {"vit.cls_token", "vit.pos_embed"}
 
 
-def _mae_encoder_state(path: str | Path, donor: nn.Module) -> dict[str, Tensor]:
-    """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names."""
+def _mae_encoder_state(path: str | Path, config: dict) -> dict[str, Tensor]:
+    """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names.
+
+    A vistra checkpoint already holds them; other kinds go through ``load_mae_weights`` into
+    a throw-away ``MaskedAutoencoder`` of the classifier's size (built only then)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -143,6 +141,9 @@ def _mae_encoder_state(path: str | Path, donor: nn.Module) -> dict[str, Tensor]:
         prefix = "network."
         return {k[len(prefix) :]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
     from vistra.convert.mae import load_mae_weights
+    from vistra.models.mae import MaskedAutoencoder
 
+    donor = MaskedAutoencoder(config["size"], config["image_size"], config["patch_size"],
+                              decoder_depth=1, in_chans=config["in_chans"])  # fmt: skip
     load_mae_weights(donor, path, encoder_only=True)
     return donor.state_dict()
