@@ -21,7 +21,24 @@ def num_targets_across_ranks(count: int, device: torch.device) -> float:
     return max(total.item() / world, 1.0)
 
 
-class SetCriterion(nn.Module):
+class WeightedTerms:
+    """Weights of named loss terms, auxiliary copies (``loss_dice_3``) included."""
+
+    base_weights: dict[str, float]
+
+    def weight_of(self, name: str) -> float:
+        """Weight of a term name such as ``loss_giou_3``; 0 for logged-only terms."""
+        for base, weight in self.base_weights.items():
+            if name == base or name.startswith(base + "_") and name[len(base) + 1 :].isdigit():
+                return weight
+        return 0.0
+
+    def total(self, terms: dict[str, Tensor]) -> Tensor:
+        return sum(self.weight_of(name) * value for name, value in terms.items()
+                   if self.weight_of(name))  # fmt: skip
+
+
+class SetCriterion(WeightedTerms, nn.Module):
     """Hungarian-matched set loss (Carion et al. 2020, eq. 2) for one or more decoder layers.
 
     Terms, unweighted, for the final layer and with suffix ``_i`` for auxiliary layer i:
@@ -58,17 +75,6 @@ class SetCriterion(nn.Module):
         self.register_buffer("class_weight", class_weight, persistent=False)
         self.base_weights = {"loss_ce": weight_ce, "loss_bbox": weight_bbox,
                              "loss_giou": weight_giou}  # fmt: skip
-
-    def weight_of(self, name: str) -> float:
-        """Weight of a term name such as ``loss_giou_3``; 0 for logged-only terms."""
-        for base, weight in self.base_weights.items():
-            if name == base or name.startswith(base + "_") and name[len(base) + 1 :].isdigit():
-                return weight
-        return 0.0
-
-    def total(self, terms: dict[str, Tensor]) -> Tensor:
-        return sum(self.weight_of(name) * value for name, value in terms.items()
-                   if self.weight_of(name))  # fmt: skip
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         """outputs: the model's dict (``pred_logits``, ``pred_boxes``, optional ``aux_outputs``);

@@ -35,11 +35,12 @@ def create_encoder(name: str, small_input: bool = False, in_chans: int = 3) -> n
 
 def create_feature_backbone(
     name: str = "resnet50",
-    out_indices: tuple[int, ...] = (4,),
+    out_indices: tuple[int, ...] | None = (4,),
     frozen_batchnorm: bool = True,
     dilation: bool = False,
     frozen_prefixes: tuple[str, ...] = ("conv1", "bn1", "layer1"),
     checkpoint: str | None = None,
+    **timm_options,
 ) -> nn.Module:
     """A timm backbone returning a list of feature maps, one per entry of ``out_indices``.
 
@@ -48,7 +49,7 @@ def create_feature_backbone(
 
     Args:
         name: timm architecture (``resnet50``, ``resnet101``, ``resnet18``, ``swin_tiny_...``).
-        out_indices: which stages to return (ResNet: 1..4 = strides 4..32).
+        out_indices: which stages to return (ResNet: 1..4 = strides 4..32; None: all).
         frozen_batchnorm: BatchNorm statistics and affine terms fixed (the DETR recipe: batches
             of two images cannot estimate them).
         dilation: dilate the last stage instead of striding it ("DC5": stride 16).
@@ -56,10 +57,13 @@ def create_feature_backbone(
             stem and first stage, as in DETR).
         checkpoint: local file of timm/torchvision-named weights (ImageNet pre-training);
             nothing is downloaded.
+        timm_options: passed to ``timm.create_model`` (e.g. ``img_size`` for Swin).
     """
     if name not in timm.list_models():
         raise ValueError(f"unknown timm backbone {name!r}; see timm.list_models()")
-    options = dict(features_only=True, out_indices=tuple(out_indices))
+    options = dict(features_only=True, **timm_options)
+    if out_indices is not None:
+        options["out_indices"] = tuple(out_indices)
     if dilation:
         options["output_stride"] = 16
     if checkpoint is not None:

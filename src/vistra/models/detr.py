@@ -40,9 +40,15 @@ class Attention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(
-        self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
-        """query [B, Lq, d], key/value [B, Lk, d], key_mask [B, Lk] bool (True = attend).
+        """query [B, Lq, d], key/value [B, Lk, d], key_mask [B, Lk] bool (True = attend),
+        attn_mask [B, heads or 1, Lq, Lk] bool (True = attend; Mask2Former's masked attention).
 
         Returns [B, Lq, d].
         """
@@ -55,7 +61,9 @@ class Attention(nn.Module):
             k = F.linear(key, weight[dim : 2 * dim], bias[dim : 2 * dim])
         v = F.linear(value, weight[2 * dim :], bias[2 * dim :])
         q, k, v = (self._split_heads(t) for t in (q, k, v))
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        if key_mask is not None:
+            key_mask = key_mask[:, None, None, :]
+            attn_mask = key_mask if attn_mask is None else attn_mask & key_mask
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
         return self.out_proj(out.transpose(1, 2).flatten(2))

@@ -1,0 +1,128 @@
+"""Hugging Face and original (detectron2) Mask2Former checkpoints -> ``vistra.models.Mask2Former``.
+
+Hugging Face (``Mask2FormerForUniversalSegmentation``): pixel decoder under
+``model.pixel_level_module.decoder``, transformer under ``model.transformer_module``, class head
+``class_predictor``; the decoder's self-attention has separate q/k/v projections, stacked here
+into ``in_proj_weight``.
+
+Original (facebookresearch/Mask2Former, detectron2 names): ``sem_seg_head.pixel_decoder.*`` and
+``sem_seg_head.predictor.*`` with ``nn.MultiheadAttention`` layouts; the three per-layer module
+lists (cross-attention, self-attention, FFN) are regrouped per layer.
+
+Backbone weights are carried over only under timm's own names (``backbone.body.*``); HF Swin and
+detectron2 ResNet backbones use other layouts and must be converted to timm's first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vistra.convert.files import load_checked, read_state_dict
+
+HF_RENAMES = [
+    (r"^model\.pixel_level_module\.encoder\.", "backbone.body."),
+    (r"^model\.pixel_level_module\.decoder\.input_projections\.", "pixel_decoder.input_proj."),
+    (r"^model\.pixel_level_module\.decoder\.level_embed$", "pixel_decoder.level_embed"),
+    (r"^model\.pixel_level_module\.decoder\.encoder\.layers\.", "pixel_decoder.layers."),
+    (r"^(pixel_decoder\.layers\.\d+)\.self_attn_layer_norm\.", r"\1.norm1."),
+    (r"^(pixel_decoder\.layers\.\d+)\.final_layer_norm\.", r"\1.norm2."),
+    (r"^(pixel_decoder\.layers\.\d+)\.fc(\d)\.", r"\1.linear\2."),
+    (r"^model\.pixel_level_module\.decoder\.mask_projection\.", "pixel_decoder.mask_features."),
+    (r"^model\.pixel_level_module\.decoder\.adapter_1\.", "pixel_decoder.lateral."),
+    (r"^model\.pixel_level_module\.decoder\.layer_1\.", "pixel_decoder.output."),
+    (r"^model\.transformer_module\.queries_embedder\.", "decoder.query_embed."),
+    (r"^model\.transformer_module\.queries_features\.", "decoder.query_feat."),
+    (r"^model\.transformer_module\.level_embed\.", "decoder.level_embed."),
+    (r"^model\.transformer_module\.input_projections\.", "decoder.input_proj."),
+    (r"^model\.transformer_module\.decoder\.layernorm\.", "decoder.decoder_norm."),
+    (r"^model\.transformer_module\.decoder\.mask_predictor\.mask_embedder\.(\d)\.0\.",
+     r"decoder.mask_embed.layers.\1."),
+    (r"^model\.transformer_module\.decoder\.layers\.", "decoder.layers."),
+    (r"^(decoder\.layers\.\d+)\.cross_attn_layer_norm\.", r"\1.norm1."),
+    (r"^(decoder\.layers\.\d+)\.self_attn_layer_norm\.", r"\1.norm2."),
+    (r"^(decoder\.layers\.\d+)\.final_layer_norm\.", r"\1.norm3."),
+    (r"^(decoder\.layers\.\d+)\.fc(\d)\.", r"\1.ffn.linear\2."),
+    (r"^class_predictor\.", "decoder.class_embed."),
+]  # fmt: skip
+
+ORIGINAL_RENAMES = [
+    (r"^backbone\.", "backbone.body."),
+    (r"^sem_seg_head\.pixel_decoder\.input_proj\.", "pixel_decoder.input_proj."),
+    (r"^sem_seg_head\.pixel_decoder\.transformer\.level_embed$", "pixel_decoder.level_embed"),
+    (r"^sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.", "pixel_decoder.layers."),
+    (r"^sem_seg_head\.pixel_decoder\.mask_features\.", "pixel_decoder.mask_features."),
+    (r"^sem_seg_head\.pixel_decoder\.adapter_1\.weight$", "pixel_decoder.lateral.0.weight"),
+    (r"^sem_seg_head\.pixel_decoder\.adapter_1\.norm\.", "pixel_decoder.lateral.1."),
+    (r"^sem_seg_head\.pixel_decoder\.layer_1\.weight$", "pixel_decoder.output.0.weight"),
+    (r"^sem_seg_head\.pixel_decoder\.layer_1\.norm\.", "pixel_decoder.output.1."),
+    (r"^sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.multihead_attn\.",
+     r"decoder.layers.\1.cross_attn."),
+    (r"^sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.norm\.",
+     r"decoder.layers.\1.norm1."),
+    (r"^sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.",
+     r"decoder.layers.\1.self_attn."),
+    (r"^sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.norm\.",
+     r"decoder.layers.\1.norm2."),
+    (r"^sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.linear(\d)\.",
+     r"decoder.layers.\1.ffn.linear\2."),
+    (r"^sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.norm\.",
+     r"decoder.layers.\1.norm3."),
+    (r"^sem_seg_head\.predictor\.mask_embed\.layers\.", "decoder.mask_embed.layers."),
+    (r"^sem_seg_head\.predictor\.", "decoder."),
+]  # fmt: skip
+
+
+def _renamed(state: dict[str, Tensor], renames: list[tuple[str, str]]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked") or key.startswith(("criterion.", "criterion")):
+            continue
+        for pattern, replacement in renames:
+            key = re.sub(pattern, replacement, key)
+        out[key] = value
+    return out
+
+
+def mask2former_state_dict_from_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    renamed = _renamed(state, HF_RENAMES)
+    fused = {}
+    for key, value in renamed.items():
+        match = re.match(r"(.*\.self_attn)\.([qkv])_proj\.(weight|bias)$", key)
+        if match is None:
+            fused[key] = value
+        elif match.group(2) == "q":
+            attention, kind = match.group(1), match.group(3)
+            parts = [renamed[f"{attention}.{p}_proj.{kind}"] for p in "qkv"]
+            fused[f"{attention}.in_proj_{kind}"] = torch.cat(parts)
+    return fused
+
+
+def mask2former_state_dict_from_original(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    renamed = _renamed(state, ORIGINAL_RENAMES)
+    # detectron2 names the pixel decoder's input projections "input_proj.N.0/1" as well, and the
+    # deformable layers' FFN / norms "linear1/2", "norm1/2": the same as vistra's.
+    return renamed
+
+
+def load_mask2former_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a Hugging Face or original-repository Mask2Former checkpoint into ``model``.
+
+    The model must have the checkpoint's number of classes and sizes. Backbone weights load only
+    when they use timm's names (see the module docstring); otherwise they are listed as missing
+    or unexpected in the error.
+
+    Raises:
+        ValueError listing missing, unexpected and wrong-shape keys when they do not fit.
+    """
+    state = read_state_dict(path)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if any(key.startswith("sem_seg_head.") for key in state):
+        state = mask2former_state_dict_from_original(state)
+    elif any(key.startswith(("model.pixel_level_module.", "class_predictor.")) for key in state):
+        state = mask2former_state_dict_from_hf(state)
+    return load_checked(model, state, path)

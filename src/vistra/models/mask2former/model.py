@@ -1,0 +1,128 @@
+"""Mask2Former: backbone -> pixel decoder -> masked-attention decoder -> class + mask logits."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from vistra.models.backbones import create_feature_backbone
+from vistra.models.mask2former.pixel_decoder import PixelDecoder
+from vistra.models.mask2former.transformer_decoder import MaskedAttentionDecoder
+
+STRIDES = (4, 8, 16, 32)
+
+
+class MultiScaleBackbone(nn.Module):
+    """A timm backbone giving NCHW maps at strides 4, 8, 16, 32 (ResNet, Swin, ConvNeXt, ...)."""
+
+    def __init__(self, name: str, frozen_batchnorm: bool, frozen_prefixes: tuple[str, ...],
+                 checkpoint: str | None, **timm_options) -> None:  # fmt: skip
+        super().__init__()
+        self.body = create_feature_backbone(
+            name,
+            out_indices=None,
+            frozen_batchnorm=frozen_batchnorm,
+            frozen_prefixes=frozen_prefixes,
+            checkpoint=checkpoint,
+            **timm_options,
+        )
+        reductions = self.body.feature_info.reduction()
+        missing = [s for s in STRIDES if s not in reductions]
+        if missing:
+            raise ValueError(f"backbone {name!r} has no feature map at stride(s) {missing}")
+        self.picked = [len(reductions) - 1 - reductions[::-1].index(s) for s in STRIDES]
+        self.channels = [self.body.feature_info.channels()[i] for i in self.picked]
+        self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """images [B, 3, H, W] -> [B, C_s, H/s, W/s] for s = 4, 8, 16, 32."""
+        maps = self.body(images)
+        maps = [maps[i] for i in self.picked]
+        if self.channels_last:
+            maps = [m.permute(0, 3, 1, 2) for m in maps]
+        return maps
+
+
+class Mask2Former(nn.Module):
+    """Universal segmentation model (paper defaults: R50, d=256, 6 pixel-decoder layers,
+    9 decoder layers, 100 queries, FFN 2048 / 1024).
+
+    Args:
+        num_classes: thing + stuff classes; the class head has ``num_classes + 1`` outputs,
+            the last meaning "no object". Mapping to dataset ids is the data's job.
+        backbone: timm name (``resnet50``, ``swin_tiny_patch4_window7_224``, ...).
+        backbone_checkpoint: local file of ImageNet weights (optional; nothing is downloaded).
+        frozen_batchnorm: fixed BatchNorm in the backbone (use with pre-trained weights).
+        train_stem: also train the stem and first stage.
+        backbone_options: passed to timm (e.g. ``{"img_size": 384}`` for Swin).
+        dim, mask_dim: transformer width and mask-feature channels (256, 256).
+        pixel_decoder_layers, pixel_ffn_dim: deformable encoder (6, 1024).
+        decoder_layers, ffn_dim, heads, num_queries, dropout: masked-attention decoder.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet50",
+        backbone_checkpoint: str | None = None,
+        frozen_batchnorm: bool = True,
+        train_stem: bool = True,
+        backbone_options: dict | None = None,
+        dim: int = 256,
+        mask_dim: int = 256,
+        pixel_decoder_layers: int = 6,
+        pixel_ffn_dim: int = 1024,
+        decoder_layers: int = 9,
+        ffn_dim: int = 2048,
+        heads: int = 8,
+        num_queries: int = 100,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if dim % 32 or dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by 32 (GroupNorm) and by heads {heads}")
+        self.config = dict(
+            num_classes=num_classes,
+            backbone=backbone,
+            backbone_checkpoint=None,  # the weights travel in the checkpoint itself
+            frozen_batchnorm=frozen_batchnorm,
+            train_stem=train_stem,
+            backbone_options=dict(backbone_options or {}),
+            dim=dim,
+            mask_dim=mask_dim,
+            pixel_decoder_layers=pixel_decoder_layers,
+            pixel_ffn_dim=pixel_ffn_dim,
+            decoder_layers=decoder_layers,
+            ffn_dim=ffn_dim,
+            heads=heads,
+            num_queries=num_queries,
+            dropout=dropout,
+        )
+        self.num_classes = num_classes
+        self.backbone = MultiScaleBackbone(
+            backbone,
+            frozen_batchnorm=frozen_batchnorm,
+            frozen_prefixes=() if train_stem else ("conv1", "bn1", "layer1"),
+            checkpoint=backbone_checkpoint,
+            **(backbone_options or {}),
+        )
+        self.pixel_decoder = PixelDecoder(
+            self.backbone.channels, dim, mask_dim, pixel_decoder_layers, heads, 4, pixel_ffn_dim,
+            dropout,
+        )  # fmt: skip
+        self.decoder = MaskedAttentionDecoder(
+            dim, num_classes, dim, heads, ffn_dim, dropout, decoder_layers, num_queries, mask_dim
+        )
+
+    def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
+        """images [B, 3, H, W] normalized (padded images: zeros outside ``pixel_mask``).
+
+        Returns ``{"pred_logits": [B, Q, C+1], "pred_masks": [B, Q, H/4, W/4] logits,
+        "aux_outputs": [the same for the query features and every layer but the last]}``.
+        ``pixel_mask`` is accepted for a common call signature; like the original, the model
+        does not use it (padding is a constant region the masks learn to leave out).
+        """
+        mask_features, maps = self.pixel_decoder(self.backbone(images))
+        predictions = self.decoder(maps, mask_features)
+        return {**predictions[-1], "aux_outputs": predictions[:-1]}

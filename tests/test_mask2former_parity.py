@@ -1,0 +1,134 @@
+"""Mask2Former against Hugging Face ``Mask2FormerForUniversalSegmentation``, same random weights.
+
+The peer's Swin backbone is replaced by vistra's timm ResNet-18 (one module shared by both), so
+the comparison covers exactly what Mask2Former adds: the deformable pixel decoder, the
+masked-attention decoder, the heads (weights converted by ``mask2former_state_dict_from_hf``,
+so the converter is tested too) and the point-sampled loss (same seed = same points).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vistra.convert.mask2former import mask2former_state_dict_from_hf
+from vistra.losses import MaskHungarianMatcher, MaskSetCriterion
+from vistra.models import Mask2Former
+
+transformers = pytest.importorskip("transformers")
+
+SIZES = dict(dim=64, mask_dim=64, pixel_decoder_layers=2, pixel_ffn_dim=96, decoder_layers=4,
+             ffn_dim=128, heads=8, num_queries=12)  # fmt: skip
+
+
+class SharedBackbone(torch.nn.Module):
+    """Presents vistra's backbone with the interface HF's pixel-level module expects."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.channels = backbone, backbone.channels
+
+    def forward(self, images):
+        return SimpleNamespace(feature_maps=tuple(self.inner(images)))
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if not tensor.is_floating_point() or "empty_weight" in name:
+                continue
+            if "running_var" in name:
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                tensor.copy_(1 + 0.1 * torch.randn(tensor.shape, generator=generator))
+            else:
+                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
+
+
+def _pair(num_classes: int = 5, num_points: int = 256):
+    ours = Mask2Former(num_classes, backbone="resnet18", frozen_batchnorm=True, **SIZES).eval()
+    config = transformers.Mask2FormerConfig(
+        backbone_config=dict(model_type="swin", embed_dim=64, depths=[1, 1, 1, 1],
+                             num_heads=[1, 2, 4, 8],
+                             out_features=["stage1", "stage2", "stage3", "stage4"]),
+        num_labels=num_classes, feature_size=SIZES["dim"], mask_feature_size=SIZES["mask_dim"],
+        hidden_dim=SIZES["dim"], encoder_layers=SIZES["pixel_decoder_layers"],
+        encoder_feedforward_dim=SIZES["pixel_ffn_dim"],
+        decoder_layers=SIZES["decoder_layers"] + 1, dim_feedforward=SIZES["ffn_dim"],
+        num_attention_heads=SIZES["heads"], num_queries=SIZES["num_queries"],
+        train_num_points=num_points,
+    )  # fmt: skip
+    peer = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    peer.model.pixel_level_module.encoder = SharedBackbone(ours.backbone)
+    _randomize(peer, 0)
+    state = mask2former_state_dict_from_hf(peer.state_dict())
+    state = {k.replace("backbone.body.inner.body.", "backbone.body."): v for k, v in state.items()}
+    ours.load_state_dict(state, strict=True)
+    return ours, peer
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def _targets(generator: torch.Generator, size: int) -> list[dict]:
+    targets = []
+    for count, labels in ((3, [0, 4, 2]), (1, [3])):
+        masks = torch.zeros(count, size, size, dtype=torch.bool)
+        for index in range(count):
+            y0, x0 = torch.randint(0, size // 2, (2,), generator=generator).tolist()
+            masks[index, y0 : y0 + size // 3, x0 : x0 + size // 4] = True
+        targets.append({"labels": torch.tensor(labels), "masks": masks})
+    return targets
+
+
+def test_class_and_mask_logits_match_hugging_face_at_every_layer():
+    ours, peer = _pair()
+    images = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mine = ours(images)
+        theirs = peer(pixel_values=images, output_auxiliary_logits=True)
+    assert mine["pred_masks"].shape == (2, SIZES["num_queries"], 24, 32)
+    assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4
+    assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4
+    assert len(mine["aux_outputs"]) == len(theirs.auxiliary_logits) == SIZES["decoder_layers"]
+    for ours_aux, peer_aux in zip(mine["aux_outputs"], theirs.auxiliary_logits):
+        assert _relative_error(ours_aux["pred_logits"], peer_aux["class_queries_logits"]) < 1e-4
+        assert _relative_error(ours_aux["pred_masks"], peer_aux["masks_queries_logits"]) < 1e-4
+    # Masked attention is active: some queries see only part of the map at the first layer.
+    prediction = mine["aux_outputs"][0]["pred_masks"]
+    foreground = (prediction.sigmoid() >= 0.5).float().mean((-2, -1))
+    assert ((foreground > 0) & (foreground < 1)).any()
+
+
+def test_point_sampled_loss_matches_hugging_face_with_the_same_points():
+    num_points = 256
+    ours, peer = _pair(num_points=num_points)
+    images = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    targets = _targets(torch.Generator().manual_seed(3), 96)
+    criterion = MaskSetCriterion(5, MaskHungarianMatcher(num_points=num_points),
+                                 num_points=num_points)  # fmt: skip
+    torch.manual_seed(7)
+    terms = criterion(ours(images), targets)
+    with torch.no_grad():
+        outputs = peer(pixel_values=images, output_auxiliary_logits=True)
+    torch.manual_seed(7)  # the peer draws its points in the same order: the same points
+    peer_terms = peer.criterion(
+        outputs.masks_queries_logits, outputs.class_queries_logits,
+        [t["masks"].float() for t in targets], [t["labels"] for t in targets],
+        outputs.auxiliary_logits,
+    )  # fmt: skip
+    names = {"loss_cross_entropy": "loss_ce", "loss_mask": "loss_mask", "loss_dice": "loss_dice"}
+    compared = 0
+    for peer_name, value in peer_terms.items():
+        base, _, index = (
+            peer_name.rpartition("_") if peer_name[-1].isdigit() else (peer_name, "", "")
+        )
+        name = names[base] + (f"_{index}" if index else "")
+        assert abs(terms[name].item() - value.item()) <= 1e-4 * abs(value.item()), name
+        compared += 1
+    assert compared == 3 * (SIZES["decoder_layers"] + 1)
+    assert criterion.weight_of("loss_dice_2") == 5.0 and criterion.weight_of("loss_ce") == 2.0
