@@ -133,3 +133,62 @@ def detection_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+def write_panoptic_png(segment_ids, path: str | Path) -> Path:
+    """Segment ids [H, W] -> a COCO panoptic PNG (id = R + 256 G + 256^2 B)."""
+    import numpy as np
+
+    ids = np.asarray(segment_ids, dtype=np.int64)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def segmentation_overlay(
+    image: Image.Image, result: dict, names: list[str], min_side: int = 288, alpha: float = 0.55
+) -> Image.Image:
+    """``image`` with each panoptic segment (or, without panoptic output, each semantic class)
+    filled in a colour of its class, segment outlines, and a legend of the classes shown.
+
+    ``result``: one entry of ``SegmentationTask.infer`` (``"panoptic"``: (ids, segments with
+    "label"), ``"semantic"``: [H, W] labels).
+    """
+    import numpy as np
+
+    scale = max(1, round(min_side / min(image.size)))
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if "panoptic" in result:
+        ids, segments = result["panoptic"]
+        ids = ids.cpu().numpy()
+        label_of = {s["id"]: s["label"] for s in segments}
+        labels = np.full(ids.shape, -1, dtype=np.int64)
+        for segment_id, label in label_of.items():
+            labels[ids == segment_id] = label
+        regions = ids
+    else:
+        labels = result["semantic"].cpu().numpy().astype(np.int64)
+        regions = labels
+    colours = np.array([PALETTE[i % len(PALETTE)] for i in range(max(len(names), 1))],
+                       dtype=np.float32)  # fmt: skip
+    painted = base.copy()
+    shown = labels >= 0
+    painted[shown] = (1 - alpha) * base[shown] + alpha * colours[labels[shown]]
+    edges = np.zeros(regions.shape, dtype=bool)
+    edges[:-1] |= regions[:-1] != regions[1:]
+    edges[:, :-1] |= regions[:, :-1] != regions[:, 1:]
+    painted[edges] = 255
+    picture = Image.fromarray(painted.astype(np.uint8))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    present = sorted(set(labels[shown].tolist()))
+    legend_height = 12 * max(len(present), 1) + 4
+    canvas = Image.new("RGB", (picture.width, picture.height + legend_height), "white")
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, label in enumerate(present):
+        y = picture.height + 2 + 12 * row
+        draw.rectangle([2, y, 12, y + 9], fill=tuple(int(c) for c in colours[label]))
+        draw.text((16, y - 1), names[label] if label < len(names) else str(label), fill="black")
+    return canvas

@@ -2,6 +2,7 @@
 
 from vistra.data.datamodules import ClassificationDataModule, ContrastiveDataModule, ImageDataModule
 from vistra.data.detection import DetectionDataModule
+from vistra.data.segmentation import SegmentationDataModule
 from vistra.data.sources import (
     CIFARSource,
     COCODetectionSource,
@@ -11,10 +12,12 @@ from vistra.data.sources import (
     ImageSource,
     ListFileSource,
 )
+from vistra.data.sources.coco_panoptic import COCOPanopticSource, SemanticSource
 
 __all__ = [
     "CIFARSource",
     "COCODetectionSource",
+    "COCOPanopticSource",
     "DetectionDataModule",
     "ClassificationDataModule",
     "ContrastiveDataModule",
@@ -24,4 +27,6 @@ __all__ = [
     "ImageLoadError",
     "ImageSource",
     "ListFileSource",
+    "SegmentationDataModule",
+    "SemanticSource",
 ]

@@ -5,5 +5,13 @@ from vistra.tasks.contrastive import ContrastivePretraining
 from vistra.tasks.detection import DetectionTask
 from vistra.tasks.finetune import FineTuning
 from vistra.tasks.pretrain_mae import MAEPretraining
+from vistra.tasks.segmentation import SegmentationTask
 
-__all__ = ["ContrastivePretraining", "DetectionTask", "FineTuning", "LinearProbe", "MAEPretraining"]
+__all__ = [
+    "ContrastivePretraining",
+    "DetectionTask",
+    "FineTuning",
+    "LinearProbe",
+    "MAEPretraining",
+    "SegmentationTask",
+]

@@ -1,0 +1,177 @@
+"""Segmentation data for Mask2Former: large-scale jitter, padded batches, the DataModule.
+
+Batches: ``images`` [B, 3, H, W] normalized and zero-padded to the batch maximum,
+``pixel_mask`` [B, H, W] bool, and per image ``{"labels": [N], "masks": [N, H, W] bool padded
+to the batch size (so 0..1 coordinates mean the same place in prediction and target),
+"image_id", "orig_size": [2], "size": [2] (the image's own size in the batch)}``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from vistra.data.datamodules import TransformedSource
+from vistra.data.detection import _normalize
+from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
+from vistra.data.sources.coco_panoptic import COCOPanopticSource, SemanticSource
+
+
+class DropEmptyMasks(v2.Transform):
+    """Remove masks (and their labels) that a crop left without a pixel."""
+
+    def forward(self, *inputs):
+        image, target = inputs if len(inputs) > 1 else inputs[0]
+        keep = target["masks"].flatten(1).any(1)
+        target = {**target, "masks": target["masks"][keep], "labels": target["labels"][keep]}
+        return image, target
+
+
+def segmentation_train_transform(
+    size: int = 1024, scale_range: tuple[float, float] = (0.1, 2.0)
+) -> v2.Compose:
+    """Large-scale jitter (Mask2Former's COCO recipe): flip, resize the image so that it fits
+    ``size x size`` times a factor drawn from ``scale_range``, crop / pad to ``size x size``;
+    masks follow and those left empty are dropped."""
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.ScaleJitter((size, size), scale_range=tuple(scale_range), antialias=True),
+            v2.RandomCrop(size, pad_if_needed=True),
+            DropEmptyMasks(),
+            *_normalize(),
+        ]
+    )
+
+
+def segmentation_eval_transform(size: int = 800, max_size: int = 1333) -> v2.Compose:
+    """Shorter side to ``size``, longer at most ``max_size``."""
+    return v2.Compose([v2.Resize(size, max_size=max_size, antialias=True), *_normalize()])
+
+
+def collate_segmentation(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, list[dict]]:
+    """Pad images and masks to the batch maximum -> ``(images, pixel_mask, targets)``."""
+    height = max(image.shape[-2] for image, _ in batch)
+    width = max(image.shape[-1] for image, _ in batch)
+    images = torch.zeros(len(batch), 3, height, width)
+    pixel_mask = torch.zeros(len(batch), height, width, dtype=torch.bool)
+    targets = []
+    for index, (image, target) in enumerate(batch):
+        h, w = image.shape[-2:]
+        images[index, :, :h, :w] = image
+        pixel_mask[index, :h, :w] = True
+        source_masks = target["masks"].as_subclass(Tensor)
+        masks = torch.zeros(len(source_masks), height, width, dtype=torch.bool)
+        masks[:, :h, :w] = source_masks
+        targets.append({
+            "labels": target["labels"], "masks": masks, "image_id": target["image_id"],
+            "orig_size": target["orig_size"], "size": torch.tensor([h, w]),
+        })  # fmt: skip
+    return images, pixel_mask, targets
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """COCO panoptic (default) or semantic-PNG data for Mask2Former.
+
+    Args:
+        train_annotations: panoptic JSON, or for ``format="semantic"`` the label PNG folder.
+        train_images: image folder.
+        val_annotations, val_images: the same for validation (also test / predict).
+        format: ``"panoptic"`` or ``"semantic"``.
+        train_pngs, val_pngs: panoptic PNG folders (default: the JSON path without ``.json``).
+        val_instances: COCO instance JSON of the validation images, for mask / box AP.
+        classes, ignore_index, reduce_zero_label: semantic format only (class names required).
+        batch_size, num_workers, seed: loading.
+        size, scale_range: large-scale jitter (paper, COCO: 1024, 0.1-2.0).
+        eval_size, eval_max_size: evaluation resize (paper, COCO: 800 / 1333).
+    """
+
+    def __init__(
+        self,
+        train_annotations: str,
+        train_images: str,
+        val_annotations: str | None = None,
+        val_images: str | None = None,
+        format: str = "panoptic",
+        train_pngs: str | None = None,
+        val_pngs: str | None = None,
+        val_instances: str | None = None,
+        classes: list[str] | None = None,
+        ignore_index: int = 255,
+        reduce_zero_label: bool = False,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        size: int = 1024,
+        scale_range: tuple[float, float] = (0.1, 2.0),
+        eval_size: int = 800,
+        eval_max_size: int = 1333,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if format not in ("panoptic", "semantic"):
+            raise ValueError(f"format must be 'panoptic' or 'semantic', got {format!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if format == "semantic" and not classes:
+            raise ValueError("format='semantic' needs the class names (classes: [...])")
+        self.save_hyperparameters()
+        self.train_source = self._source(train_annotations, train_images, train_pngs)
+        self.val_source = None
+        if val_annotations is not None:
+            if val_images is None:
+                raise ValueError("val_annotations given without val_images")
+            self.val_source = self._source(val_annotations, val_images, val_pngs)
+            if self.val_source.classes != self.train_source.classes:
+                raise ValueError(f"{val_annotations}: categories differ from {train_annotations}")
+
+    def _source(self, annotations: str, images: str, pngs: str | None):
+        hp = self.hparams
+        if hp.format == "panoptic":
+            return COCOPanopticSource(annotations, images, pngs)
+        return SemanticSource(images, annotations, hp.classes, hp.ignore_index,
+                              hp.reduce_zero_label)  # fmt: skip
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train_source.classes
+
+    @property
+    def thing_labels(self) -> list[int]:
+        return self.train_source.thing_labels
+
+    @property
+    def category_ids(self) -> list[int]:
+        return getattr(self.train_source, "category_ids", list(range(len(self.classes))))
+
+    def _options(self) -> dict:
+        hp = self.hparams
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return dict(batch_size=hp.batch_size, num_workers=hp.num_workers,
+                    persistent_workers=hp.num_workers > 0, pin_memory=pin,
+                    collate_fn=collate_segmentation)  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        transform = segmentation_train_transform(hp.size, hp.scale_range)
+        dataset = SeededAugmentation(self.train_source, transform, hp.seed, with_target=True)
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=hp.seed)
+        return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
+
+    def eval_loader(self, source) -> DataLoader:
+        hp = self.hparams
+        dataset = TransformedSource(source, segmentation_eval_transform(hp.eval_size,
+                                                                        hp.eval_max_size),
+                                    with_target=True)  # fmt: skip
+        return DataLoader(dataset, shuffle=False, **self._options())
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_source is None else self.eval_loader(self.val_source)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()

@@ -1,0 +1,237 @@
+"""COCO panoptic annotations (JSON ``segments_info`` + PNG segment ids) and semantic label PNGs.
+
+Samples follow the detection sources' contract with masks instead of boxes:
+
+    image: tv_tensors.Image [3, H, W] uint8
+    target: {"masks": Mask [N, H, W] bool, "labels": [N] int64 in 0..C-1, "image_id": int,
+             "orig_size": [2] (H, W)}
+
+``COCOPanopticSource``: one mask per segment (things and stuff; crowd segments are left out
+of the targets and kept for evaluation, as in the COCO rules). Labels number the categories
+in sorted id order; ``thing_labels`` says which are things. PNG colours encode segment ids as
+R + 256 G + 256^2 B; 0 is unlabelled.
+
+``SemanticSource``: an image folder and a folder of label PNGs with the same stems; one mask
+per class present; ``ignore_index`` (255) pixels belong to no mask. ``reduce_zero_label``
+(ADE20K) turns 0 into the ignore index and shifts the other labels down by one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from vistra.data.sources.base import ImageLoadError, load_image
+from vistra.evaluation.panoptic import Segment
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; errors name the file (and line / column)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: malformed JSON at line {error.lineno} column "
+                         f"{error.colno}: {error.msg}") from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def decode_segment_ids(path: Path) -> np.ndarray:
+    """A COCO panoptic PNG -> segment ids [H, W] int64 (R + 256 G + 256^2 B)."""
+    try:
+        with Image.open(path) as png:
+            rgb = np.asarray(png.convert("RGB"), dtype=np.int64)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: panoptic PNG not found") from None
+    except OSError as error:
+        raise ImageLoadError(f"{path}: cannot decode panoptic PNG ({error})") from None
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+class COCOPanopticSource(Dataset):
+    """A COCO panoptic JSON, its PNG folder and the image folder.
+
+    Args:
+        annotations: ``panoptic_val2017.json``-style file.
+        images: folder of the images (``file_name`` of the ``images`` entries).
+        panoptic_pngs: folder of the segment PNGs; default: the JSON path without ``.json``.
+    """
+
+    def __init__(
+        self, annotations: str | Path, images: str | Path, panoptic_pngs: str | Path | None = None
+    ) -> None:
+        self.annotation_file, self.image_dir = Path(annotations), Path(images)
+        self.png_dir = (
+            Path(panoptic_pngs) if panoptic_pngs else self.annotation_file.with_suffix("")
+        )
+        for folder, what in ((self.image_dir, "image"), (self.png_dir, "panoptic PNG")):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: {what} folder not found")
+        data = read_json(self.annotation_file)
+        origin = self.annotation_file
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise ValueError(f"{origin}: field {key!r} missing or not a list")
+        categories = {}
+        for index, category in enumerate(data["categories"]):
+            if not isinstance(category, dict) or "id" not in category or "name" not in category:
+                raise ValueError(f"{origin}: categories[{index}] needs 'id' and 'name'")
+            categories[int(category["id"])] = category
+        self.category_ids = sorted(categories)
+        self.classes = [categories[i]["name"] for i in self.category_ids]
+        self.label_of = {category: label for label, category in enumerate(self.category_ids)}
+        self.thing_labels = [self.label_of[i] for i in self.category_ids
+                             if categories[i].get("isthing", 1)]  # fmt: skip
+        self.images = {int(image["id"]): image for image in data["images"]}
+        self.entries = {}
+        for index, entry in enumerate(data["annotations"]):
+            where = f"{origin}: annotations[{index}]"
+            if not isinstance(entry, dict) or not {"image_id", "file_name", "segments_info"} <= set(
+                entry
+            ):
+                raise ValueError(f"{where} needs image_id, file_name and segments_info")
+            if int(entry["image_id"]) not in self.images:
+                raise ValueError(f"{where}.image_id: unknown image id {entry['image_id']}")
+            for k, segment in enumerate(entry["segments_info"]):
+                if segment.get("category_id") not in categories:
+                    raise ValueError(f"{where}.segments_info[{k}].category_id: unknown category "
+                                     f"{segment.get('category_id')}")  # fmt: skip
+            self.entries[int(entry["image_id"])] = entry
+        self.image_ids = sorted(self.entries)
+        self.origin = str(origin)
+        if not self.image_ids:
+            raise ValueError(f"{origin}: no annotated images")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self.images[self.image_ids[index]]["file_name"]
+
+    def ground_truth(self, index: int) -> tuple[np.ndarray, list[Segment]]:
+        """Segment-id map [H, W] and segments (category ids, crowd flags) at the file's size."""
+        entry = self.entries[self.image_ids[index]]
+        png = self.png_dir / entry["file_name"]
+        ids = decode_segment_ids(png)
+        segments = [Segment(int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", 0)))
+                    for s in entry["segments_info"]]  # fmt: skip
+        known = {s.id for s in segments} | {0}
+        stray = set(np.unique(ids).tolist()) - known
+        if stray:
+            raise ValueError(
+                f"{png}: segment id(s) {sorted(stray)[:5]} are not in {self.origin} "
+                f"segments_info of image {entry['image_id']}"
+            )
+        return ids, segments
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
+        image_id = self.image_ids[index]
+        path = self.image_path(index)
+        pil = load_image(path)
+        ids, segments = self.ground_truth(index)
+        if ids.shape != (pil.size[1], pil.size[0]):
+            raise ImageLoadError(f"{path}: image is {pil.size[0]} x {pil.size[1]} but its "
+                                 f"panoptic PNG is {ids.shape[1]} x {ids.shape[0]}")  # fmt: skip
+        kept = [s for s in segments if not s.iscrowd]
+        masks = np.stack([ids == s.id for s in kept]) if kept else np.zeros((0, *ids.shape), bool)
+        image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+        target = {
+            "masks": tv_tensors.Mask(torch.from_numpy(masks)),
+            "labels": torch.tensor([self.label_of[s.category] for s in kept], dtype=torch.int64),
+            "image_id": image_id,
+            "orig_size": torch.tensor(ids.shape),
+        }
+        return image, target
+
+
+class SemanticSource(Dataset):
+    """Images with label PNGs of the same stem (ADE20K, Cityscapes-style trainIds, shapes).
+
+    Args:
+        images: image folder; labels: label PNG folder (class index per pixel).
+        classes: class names (index = label); ignore_index: unlabelled value (255).
+        reduce_zero_label: label 0 means "other" (ADE20K): make it ignored, shift the rest.
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        labels: str | Path,
+        classes: list[str],
+        ignore_index: int = 255,
+        reduce_zero_label: bool = False,
+    ) -> None:
+        self.image_dir, self.label_dir = Path(images), Path(labels)
+        for folder in (self.image_dir, self.label_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: folder not found")
+        self.classes, self.ignore_index = list(classes), ignore_index
+        self.reduce_zero_label = reduce_zero_label
+        self.paths = sorted(p for p in self.image_dir.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+        missing = [p.name for p in self.paths if not (self.label_dir / f"{p.stem}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.label_dir}: no label PNG for {len(missing)} image(s), "
+                                    f"e.g. {missing[0]}")  # fmt: skip
+        if not self.paths:
+            raise ValueError(f"{self.image_dir}: no images")
+        self.origin = str(self.label_dir)
+        self.thing_labels: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def image_path(self, index: int) -> Path:
+        return self.paths[index]
+
+    def label_map(self, index: int) -> np.ndarray:
+        """Class index per pixel [H, W] int64 (after ``reduce_zero_label``)."""
+        path = self.label_dir / f"{self.paths[index].stem}.png"
+        with Image.open(path) as png:
+            labels = np.asarray(png, dtype=np.int64)
+        if labels.ndim != 2:
+            raise ValueError(f"{path}: label PNG must have one channel, got shape {labels.shape}")
+        if self.reduce_zero_label:
+            labels = np.where(labels == 0, 256, labels) - 1
+            labels[labels == 255] = self.ignore_index
+        valid = labels[labels != self.ignore_index]
+        if valid.size and valid.max() >= len(self.classes):
+            raise ValueError(f"{path}: label {int(valid.max())} but only {len(self.classes)} "
+                             f"classes (ignore index {self.ignore_index})")  # fmt: skip
+        return labels
+
+    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
+        pil = load_image(self.paths[index])
+        labels = self.label_map(index)
+        if labels.shape != (pil.size[1], pil.size[0]):
+            raise ImageLoadError(f"{self.paths[index]}: image and label PNG sizes differ")
+        present = [c for c in np.unique(labels).tolist() if c != self.ignore_index]
+        masks = np.stack([labels == c for c in present]) if present else np.zeros(
+            (0, *labels.shape), bool)  # fmt: skip
+        image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
+        target = {
+            "masks": tv_tensors.Mask(torch.from_numpy(masks)),
+            "labels": torch.tensor(present, dtype=torch.int64),
+            "image_id": index,
+            "orig_size": torch.tensor(labels.shape),
+        }
+        return image, target
