@@ -48,3 +48,35 @@ def load_network(path: str | Path, prefix: str = "network.") -> nn.Module:
     }
     network.load_state_dict(state)
     return network
+
+
+PREPROCESS_KEY = "vistra_preprocess"
+
+
+def preprocess_spec(datamodule) -> dict | None:
+    """How the data module prepares an image for evaluation, for inference without it.
+
+    ``{"resize": "shorter_side", "size", "max_size"}`` (detection, segmentation: keep the aspect
+    ratio) or ``{"resize": "center_crop", "size"}`` (classification, embeddings); ImageNet mean
+    and standard deviation in both. None when the data module is unknown.
+    """
+    from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    hparams = getattr(datamodule, "hparams", None) or {}
+    if "eval_size" in hparams:
+        spec = {"resize": "shorter_side", "size": int(hparams["eval_size"]),
+                "max_size": int(hparams.get("eval_max_size", 1333))}  # fmt: skip
+    elif getattr(datamodule, "image_size", None):
+        spec = {"resize": "center_crop", "size": int(datamodule.image_size)}
+    else:
+        return None
+    return {**spec, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def describe_for_inference(checkpoint: dict, network, trainer) -> None:
+    """Add what inference needs to ``checkpoint``: the network spec and the preprocessing."""
+    checkpoint[NETWORK_KEY] = network_spec(network)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    spec = preprocess_spec(datamodule)
+    if spec is not None:
+        checkpoint[PREPROCESS_KEY] = spec

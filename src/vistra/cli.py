@@ -3,7 +3,8 @@
 ``vistra fit|validate|test|predict --config FILE.yaml [--section.key=value ...]`` is Lightning's
 ``LightningCLI`` (jsonargparse, ``class_path`` / ``init_args``); ``vistra demo [NAME]`` runs a
 built-in end-to-end job; ``vistra data shapes|check`` writes the built-in shapes set and
-validates COCO files.
+validates COCO files; ``vistra predict --ckpt CKPT --input ... --output DIR`` and ``vistra
+export`` run and export a trained model from its checkpoint alone (``vistra.deploy_cli``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-DEMOS = ("supcon", "detr", "mae")  # the first is the default (the one that meets its targets)
+DEMOS = ("mask2former", "supcon", "detr", "mae")  # the first is the default
 
 
 class VistraCLI(LightningCLI):
@@ -69,6 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] == "data":
         sys.exit(data_command(words[1:]))
+    if words and words[0] == "export":
+        from vistra.deploy_cli import export_command
+
+        sys.exit(export_command(words[1:]))
+    if words and words[0] == "predict" and any(w.startswith("--ckpt=") or w == "--ckpt"
+                                               for w in words):  # fmt: skip
+        from vistra.deploy_cli import predict_command
+
+        sys.exit(predict_command(words[1:]))
     if words and words[0] == "demo":
         from vistra.demo import run_demo
 

@@ -31,8 +31,13 @@ def run_demo(name: str, *extra_args: str, out_dir: str | Path = "vistra_runs") -
         from vistra.demo_detr import run_detr_demo
 
         return run_detr_demo(Path(out_dir) / "demo_detr", *extra_args)
+    if name == "mask2former":
+        from vistra.demo_mask2former import run_mask2former_demo
+
+        return run_mask2former_demo(Path(out_dir) / "demo_mask2former", *extra_args)
     if name not in DEMO_CONFIGS:
-        raise ValueError(f"unknown demo {name!r}; choose from detr, {', '.join(DEMO_CONFIGS)}")
+        known = ", ".join(["mask2former", "detr", *DEMO_CONFIGS])
+        raise ValueError(f"unknown demo {name!r}; choose from {known}")
     return pretrain_and_probe(name, Path(out_dir) / f"demo_{name}", *extra_args)
 
 

@@ -83,7 +83,8 @@ class SegmentationDataModule(L.LightningDataModule):
         format: ``"panoptic"`` or ``"semantic"``.
         train_pngs, val_pngs: panoptic PNG folders (default: the JSON path without ``.json``).
         val_instances: COCO instance JSON of the validation images, for mask / box AP.
-        classes, ignore_index, reduce_zero_label: semantic format only (class names required).
+        classes, classes_file, ignore_index, reduce_zero_label: semantic format only: the class
+            names (a list, or a text file with one name per line) are required.
         batch_size, num_workers, seed: loading.
         size, scale_range: large-scale jitter (paper, COCO: 1024, 0.1-2.0).
         eval_size, eval_max_size: evaluation resize (paper, COCO: 800 / 1333).
@@ -100,6 +101,7 @@ class SegmentationDataModule(L.LightningDataModule):
         val_pngs: str | None = None,
         val_instances: str | None = None,
         classes: list[str] | None = None,
+        classes_file: str | None = None,
         ignore_index: int = 255,
         reduce_zero_label: bool = False,
         batch_size: int = 2,
@@ -115,9 +117,17 @@ class SegmentationDataModule(L.LightningDataModule):
             raise ValueError(f"format must be 'panoptic' or 'semantic', got {format!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if classes_file is not None:
+            from pathlib import Path
+
+            if not Path(classes_file).is_file():
+                raise FileNotFoundError(f"{classes_file}: classes_file not found")
+            classes = [line.strip() for line in Path(classes_file).read_text().splitlines()
+                       if line.strip()]  # fmt: skip
         if format == "semantic" and not classes:
-            raise ValueError("format='semantic' needs the class names (classes: [...])")
+            raise ValueError("format='semantic' needs the class names (classes or classes_file)")
         self.save_hyperparameters()
+        self.hparams.classes = classes
         self.train_source = self._source(train_annotations, train_images, train_pngs)
         self.val_source = None
         if val_annotations is not None:

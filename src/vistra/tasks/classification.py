@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from vistra.checkpoint import NETWORK_KEY, load_network, network_spec
+from vistra.checkpoint import describe_for_inference, load_network
 from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
 
@@ -104,4 +104,4 @@ class LinearProbe(AccuracyMetrics, L.LightningModule):
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        describe_for_inference(checkpoint, self.network, self._trainer)

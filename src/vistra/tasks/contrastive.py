@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch import Tensor, nn
 
-from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.checkpoint import describe_for_inference
 from vistra.losses.supcon import SupConLoss
 from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, with_cosine_schedule
@@ -64,4 +64,4 @@ class ContrastivePretraining(KNNMonitor, L.LightningModule):
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        describe_for_inference(checkpoint, self.network, self._trainer)

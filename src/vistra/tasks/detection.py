@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.checkpoint import describe_for_inference
 from vistra.evaluation.coco import COCOEvaluator, detections_to_coco, tensor_image_ids
 from vistra.losses import HungarianMatcher, SetCriterion
 from vistra.models.detr import detr_postprocess
@@ -236,7 +236,7 @@ class DetectionTask(L.LightningModule):
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        describe_for_inference(checkpoint, self.network, self._trainer)
         if self.category_ids is None and self._trainer is not None:
             self._categories_from_data()
         checkpoint[CATEGORIES_KEY] = {"ids": self.category_ids, "names": self.class_names}

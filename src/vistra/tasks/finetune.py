@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.checkpoint import describe_for_inference
 from vistra.tasks.classification import AccuracyMetrics
 from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
@@ -101,4 +101,4 @@ class FineTuning(AccuracyMetrics, L.LightningModule):
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        describe_for_inference(checkpoint, self.network, self._trainer)

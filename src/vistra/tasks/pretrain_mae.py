@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from torch import Tensor, nn
 
-from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.checkpoint import describe_for_inference
 from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, with_cosine_schedule
 
@@ -103,7 +103,7 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        describe_for_inference(checkpoint, self.network, self._trainer)
 
 
 __all__ = ["MAEPretraining"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vistra.checkpoint import NETWORK_KEY, network_spec
+from vistra.checkpoint import describe_for_inference
 from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator, tensor_image_ids
 from vistra.evaluation.panoptic import CategoryCounts, PanopticQuality, Segment
 from vistra.evaluation.semantic import MeanIoU
@@ -357,7 +357,7 @@ class SegmentationTask(L.LightningModule):
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[NETWORK_KEY] = network_spec(self.network)
+        describe_for_inference(checkpoint, self.network, self._trainer)
         if self.category_ids is None and self._trainer is not None:
             self._categories_from_data()
         checkpoint[CATEGORIES_KEY] = {"ids": self.category_ids, "names": self.class_names,

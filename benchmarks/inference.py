@@ -1,0 +1,68 @@
+"""Inference throughput: PyTorch eager against onnxruntime, per family, on this CPU.
+
+Each model is exported with ``vistra.export.export`` (dynamic batch, checked against PyTorch on
+the same image), then both run the same prepared batch; images/s is batch / median time.
+
+Run: .venv/bin/python benchmarks/inference.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import seconds_per_call, table  # noqa: E402
+
+from vistra.data.shapes import render_scene  # noqa: E402
+from vistra.export import ExportedForward, export, load_exported  # noqa: E402
+from vistra.models import DETR, Mask2Former, MaskedAutoencoder, SupConModel  # noqa: E402
+from vistra.predictor import Predictor, pad_batch, prepare, to_pil  # noqa: E402
+
+CASES = [
+    # name, network factory, kind, preprocess, batch
+    ("SupCon ResNet-50 encoder", lambda: SupConModel("resnet50"), "embedding",
+     {"resize": "center_crop", "size": 224}, 8),
+    ("MAE ViT-B/16 encoder (no masking)", lambda: MaskedAutoencoder("base"), "embedding",
+     {"resize": "center_crop", "size": 224}, 8),
+    ("DETR-R50", lambda: DETR(91), "detection",
+     {"resize": "shorter_side", "size": 512, "max_size": 512}, 2),
+    ("Mask2Former-R50", lambda: Mask2Former(133), "segmentation",
+     {"resize": "shorter_side", "size": 384, "max_size": 384}, 2),
+]  # fmt: skip
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    image = render_scene(np.random.default_rng(0), 512, 3)["image"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, factory, kind, preprocess, batch in CASES:
+            predictor = Predictor(factory().eval(), kind, preprocess)
+            path = Path(folder) / f"{kind}.onnx"
+            report = export(predictor, path, image, "onnx", dynamic=True)
+            module = ExportedForward(predictor).eval()
+            tensor = prepare(to_pil(image), predictor.preprocess)
+            images, pixel_mask = pad_batch([tensor] * batch)
+            inputs = (images, pixel_mask) if kind == "detection" else (images,)
+            run = load_exported(path)
+            with torch.no_grad():
+                eager = seconds_per_call(lambda: module(*inputs), warmup=1, repeat=5)
+            onnx = seconds_per_call(lambda: run(*inputs), warmup=1, repeat=5)
+            size = "x".join(str(s) for s in images.shape[-2:])
+            rows.append([name, f"{size}, batch {batch}", f"{batch / eager:.2f}",
+                         f"{batch / onnx:.2f}", f"{eager / onnx:.2f}x",
+                         f"{report.max_rel:.1e}"])  # fmt: skip
+            print(rows[-1], flush=True)
+    print()
+    print(table(["model", "input", "eager img/s", "onnxruntime img/s", "speed-up",
+                 "max rel. diff"], rows))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

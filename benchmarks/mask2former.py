@@ -1,0 +1,250 @@
+"""Mask2Former: point-sampled loss, training step and deformable attention, side by side.
+
+1. The loss on K = 12544 uncertainty-sampled points (vistra's ``MaskSetCriterion``) against the
+   same matching + BCE + dice on full-resolution masks (MaskFormer's way: predictions
+   upsampled to the 512 x 512 targets): 100 queries, 1/4-resolution mask logits, batch 2,
+   20 objects per image, 10 predictions (final + 9 auxiliary); time and peak memory of
+   forward + backward.
+2. The training step (forward, loss, backward, AdamW) of vistra's Mask2Former against Hugging
+   Face's ``Mask2FormerForUniversalSegmentation`` with the same timm ResNet-50 module as
+   backbone and the same random weights, 384 x 384, batch 2, float32 and bf16 autocast.
+3. Multi-scale deformable attention forward + backward against the peer's function.
+
+Run: .venv/bin/python benchmarks/mask2former.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import peak_memory_mib, report_peak, seconds_per_call, table  # noqa: E402
+
+from vistra.convert.mask2former import mask2former_state_dict_from_hf  # noqa: E402
+from vistra.losses import MaskHungarianMatcher, MaskSetCriterion  # noqa: E402
+from vistra.losses.mask_losses import dice_loss, sigmoid_ce_loss  # noqa: E402
+from vistra.losses.mask_matcher import pairwise_dice, pairwise_sigmoid_ce  # noqa: E402
+from vistra.models import Mask2Former  # noqa: E402
+from vistra.models.layers.ms_deform_attn import multi_scale_deformable_attention  # noqa: E402
+
+QUERIES, CLASSES, OBJECTS, LOSS_IMAGE, STEP_IMAGE, BATCH = 100, 133, 20, 512, 384, 2
+
+
+class FullMaskCriterion(MaskSetCriterion):
+    """The same matching and losses on every pixel of full-resolution masks (the reference)."""
+
+    def layer_terms(self, outputs, targets, num_masks, log_extras):
+        size = targets[0]["masks"].shape[-2:]
+        upsampled = F.interpolate(outputs["pred_masks"], size=size, mode="bilinear",
+                                  align_corners=False)  # fmt: skip
+        matches = []
+        with torch.no_grad():
+            for image, target in enumerate(targets):
+                probabilities = outputs["pred_logits"][image].softmax(-1)
+                predicted = upsampled[image].flatten(1)
+                truth = target["masks"].flatten(1).float()
+                cost = (-self.matcher.cost_class * probabilities[:, target["labels"]]
+                        + self.matcher.cost_mask * pairwise_sigmoid_ce(predicted, truth)
+                        + self.matcher.cost_dice * pairwise_dice(predicted, truth))  # fmt: skip
+                from scipy.optimize import linear_sum_assignment
+
+                rows, cols = linear_sum_assignment(cost.numpy())
+                matches.append((torch.as_tensor(rows), torch.as_tensor(cols)))
+        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
+        query_index = torch.cat([q for q, _ in matches])
+        predicted = upsampled[batch_index, query_index].flatten(1)
+        truth = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, matches)]).flatten(1)
+        target_classes = torch.full(outputs["pred_logits"].shape[:2], self.num_classes)
+        target_classes[batch_index, query_index] = torch.cat(
+            [t["labels"][j] for t, (_, j) in zip(targets, matches)]
+        )
+        return {
+            "loss_ce": F.cross_entropy(outputs["pred_logits"].transpose(1, 2), target_classes,
+                                       self.class_weight),
+            "loss_mask": sigmoid_ce_loss(predicted, truth, num_masks),
+            "loss_dice": dice_loss(predicted, truth, num_masks),
+        }  # fmt: skip
+
+
+def loss_inputs(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    side = LOSS_IMAGE // 4
+
+    def prediction():
+        return {"pred_logits": torch.randn(BATCH, QUERIES, CLASSES + 1, generator=generator,
+                                           requires_grad=True),
+                "pred_masks": torch.randn(BATCH, QUERIES, side, side, generator=generator,
+                                          requires_grad=True)}  # fmt: skip
+
+    outputs = prediction()
+    outputs["aux_outputs"] = [prediction() for _ in range(9)]
+    targets = []
+    for _ in range(BATCH):
+        masks = torch.zeros(OBJECTS, LOSS_IMAGE, LOSS_IMAGE, dtype=torch.bool)
+        for k in range(OBJECTS):
+            y, x = torch.randint(0, LOSS_IMAGE - 128, (2,), generator=generator).tolist()
+            h, w = torch.randint(16, 128, (2,), generator=generator).tolist()
+            masks[k, y : y + h, x : x + w] = True
+        targets.append({"labels": torch.randint(0, CLASSES, (OBJECTS,), generator=generator),
+                        "masks": masks})  # fmt: skip
+    return outputs, targets
+
+
+def make_loss(which: str):
+    outputs, targets = loss_inputs()
+    matcher = MaskHungarianMatcher(num_points=12544)
+    criterion = (MaskSetCriterion if which == "points" else FullMaskCriterion)(CLASSES, matcher)
+
+    def run():
+        criterion.total(criterion(outputs, targets)).backward()
+
+    return run
+
+
+class SharedBackbone(torch.nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.inner, self.channels = backbone, backbone.channels
+
+    def forward(self, images):
+        return SimpleNamespace(feature_maps=tuple(self.inner(images)))
+
+
+def build(which: str):
+    import transformers
+
+    torch.manual_seed(0)
+    ours = Mask2Former(CLASSES, backbone="resnet50")
+    config = transformers.Mask2FormerConfig(
+        backbone_config=dict(model_type="swin", embed_dim=64, depths=[1, 1, 1, 1],
+                             num_heads=[1, 1, 1, 1],
+                             out_features=["stage1", "stage2", "stage3", "stage4"]),
+        num_labels=CLASSES,
+    )  # fmt: skip
+    peer = transformers.Mask2FormerForUniversalSegmentation(config)
+    peer.model.pixel_level_module.decoder = type(peer.model.pixel_level_module.decoder)(
+        config, feature_channels=ours.backbone.channels
+    )
+    peer.model.pixel_level_module.encoder = SharedBackbone(ours.backbone)
+    if which == "hf":
+        return peer
+    state = mask2former_state_dict_from_hf(peer.state_dict())
+    state = {k.replace("backbone.body.inner.body.", "backbone.body."): v for k, v in state.items()}
+    ours.load_state_dict(state)
+    return ours
+
+
+def make_step(which: str, dtype: torch.dtype | None):
+    model = build(which).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(BATCH, 3, STEP_IMAGE, STEP_IMAGE, generator=generator)
+    targets = []
+    for _ in range(BATCH):
+        masks = torch.zeros(8, STEP_IMAGE, STEP_IMAGE, dtype=torch.bool)
+        for k in range(8):
+            y, x = torch.randint(0, STEP_IMAGE - 96, (2,), generator=generator).tolist()
+            masks[k, y : y + 64, x : x + 80] = True
+        targets.append({"labels": torch.randint(0, CLASSES, (8,), generator=generator),
+                        "masks": masks})  # fmt: skip
+    criterion = MaskSetCriterion(CLASSES)
+
+    def step():
+        torch.manual_seed(0)  # the same random points on both sides
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            if which == "hf":
+                loss = model(
+                    pixel_values=images,
+                    mask_labels=[t["masks"].float() for t in targets],
+                    class_labels=[t["labels"] for t in targets],
+                ).loss
+            else:
+                loss = criterion.total(criterion(model(images), targets))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def make_attention(which: str):
+    from transformers.models.mask2former.modeling_mask2former import (
+        multi_scale_deformable_attention as peer_attention,
+    )
+
+    generator = torch.Generator().manual_seed(2)
+    shapes = [(64, 64), (32, 32), (16, 16)]
+    tokens = sum(h * w for h, w in shapes)
+    value = torch.randn(BATCH, tokens, 8, 32, generator=generator, requires_grad=True)
+    locations = torch.rand(BATCH, tokens, 8, 3, 4, 2, generator=generator, requires_grad=True)
+    weights = torch.rand(BATCH, tokens, 8, 3, 4, generator=generator, requires_grad=True)
+    function = multi_scale_deformable_attention if which == "vistra" else peer_attention
+    args = (value, shapes, locations, weights)
+    if which == "hf":
+        args = (value, torch.tensor(shapes), locations, weights)
+
+    def run():
+        function(*args).sum().backward()
+
+    return run
+
+
+CASES = {"loss:points": lambda: make_loss("points"), "loss:full": lambda: make_loss("full")}
+for _which in ("vistra", "hf"):
+    for _name, _dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        CASES[f"step:{_which}:{_name}"] = lambda w=_which, d=_dtype: make_step(w, d)
+    CASES[f"attention:{_which}"] = lambda w=_which: make_attention(w)
+
+
+def main() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    rows = []
+    times = {}
+    for key in ("loss:points", "loss:full"):
+        run = CASES[key]()
+        times[key] = seconds_per_call(run, warmup=1, repeat=3)
+        label = "point-sampled (12544 points)" if key.endswith("points") else "full-resolution"
+        rows.append([f"loss, {label}", f"{times[key] * 1e3:.0f} ms",
+                     f"{peak_memory_mib(__file__, key):.0f}"])  # fmt: skip
+    memory_ratio = float(rows[1][2]) / max(float(rows[0][2]), 1e-9)
+    rows.append(
+        [
+            "  full / points: time, memory",
+            f"{times['loss:full'] / times['loss:points']:.2f}x",
+            f"{memory_ratio:.1f}x",
+        ]
+    )
+    for precision in ("fp32", "bf16"):
+        for which in ("vistra", "hf"):
+            key = f"step:{which}:{precision}"
+            times[key] = seconds_per_call(CASES[key](), warmup=1, repeat=3)
+            memory = peak_memory_mib(__file__, key)
+            rows.append([f"step R50 {STEP_IMAGE}px b{BATCH}, {which} {precision}",
+                         f"{times[key]:.2f} s", f"{memory:.0f}"])  # fmt: skip
+        ratio = times[f"step:hf:{precision}"] / times[f"step:vistra:{precision}"]
+        rows.append([f"  hf / vistra step time, {precision}", f"{ratio:.2f}x", ""])
+    for which in ("vistra", "hf"):
+        key = f"attention:{which}"
+        times[key] = seconds_per_call(CASES[key](), warmup=1, repeat=5)
+        rows.append([f"deformable attention fwd+bwd, {which}", f"{times[key] * 1e3:.0f} ms",
+                     f"{peak_memory_mib(__file__, key):.0f}"])  # fmt: skip
+    rows.append(
+        [
+            "  hf / vistra attention time",
+            f"{times['attention:hf'] / times['attention:vistra']:.2f}x",
+            "",
+        ]
+    )
+    print(table(["case", "time", "peak MiB"], rows))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--peak":
+        report_peak(CASES[sys.argv[2]])
+    else:
+        main()

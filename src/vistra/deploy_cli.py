@@ -1,0 +1,228 @@
+"""``vistra predict --ckpt ... --input ... --output ...`` and ``vistra export ...``.
+
+Inference and export need only a checkpoint (or an exported ONNX file): no config, no data
+module. One unreadable image in a folder is reported and skipped; the rest are processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def find_images(spec: str) -> list[Path]:
+    """A file, a folder (its images, sorted) or a glob pattern -> image paths."""
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in folder")
+        return found
+    if path.is_file():
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if not matches:
+        raise FileNotFoundError(f"{spec}: no such file or folder, and no image matches it")
+    return matches
+
+
+def predict_command(words: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vistra predict")
+    parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt) or .onnx file")
+    parser.add_argument("--input", required=True, help="image file, folder or glob pattern")
+    parser.add_argument("--output", required=True, help="folder for the results")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--threshold", type=float, default=0.5, help="score to draw a box")
+    options = parser.parse_args(words)
+    from vistra.predictor import InputError, Predictor, to_pil
+
+    try:
+        if options.ckpt.endswith(".onnx"):
+            predictor = Predictor.from_onnx(options.ckpt)
+        else:
+            predictor = Predictor.from_checkpoint(options.ckpt, options.device, options.precision)
+        paths = find_images(options.input)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"vistra predict: {error}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    from vistra.data.sources.base import ImageLoadError
+
+    readable, skipped = [], []
+    for path in paths:
+        try:
+            readable.append((path, to_pil(path)))
+        except (ImageLoadError, InputError, OSError) as error:
+            skipped.append(f"{path}: {error}")
+    for reason in skipped:
+        print(f"skipped {reason}", file=sys.stderr)
+    if not readable:
+        print("vistra predict: no readable image", file=sys.stderr)
+        return 2
+    out = Path(options.output)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = WRITERS[predictor.kind](predictor, out, options)
+    for start in tqdm(range(0, len(readable), options.batch_size), desc="predict", unit="batch"):
+        chunk = readable[start : start + options.batch_size]
+        results = predictor([image for _, image in chunk], batch_size=options.batch_size)
+        for (path, image), result in zip(chunk, results):
+            writer.add(path, image, result)
+    writer.close()
+    print(f"wrote {out} ({len(readable)} images, {len(skipped)} skipped)")
+    return 0
+
+
+class ClassWriter:
+    """classes.csv: file, label, name, score."""
+
+    def __init__(self, predictor, out: Path, options) -> None:
+        self.out, self.rows = out, ["file,label,name,score"]
+
+    def add(self, path, image, result) -> None:
+        self.rows.append(f"{path.name},{result.label},{result.name},"
+                         f"{float(result.scores[result.label]):.5f}")  # fmt: skip
+
+    def close(self) -> None:
+        (self.out / "classes.csv").write_text("\n".join(self.rows) + "\n")
+
+
+class EmbeddingWriter:
+    """embeddings.npy [N, D] and embeddings.txt (the file of each row)."""
+
+    def __init__(self, predictor, out: Path, options) -> None:
+        self.out, self.rows, self.names = out, [], []
+
+    def add(self, path, image, result) -> None:
+        self.rows.append(result.numpy())
+        self.names.append(path.name)
+
+    def close(self) -> None:
+        np.save(self.out / "embeddings.npy", np.stack(self.rows))
+        (self.out / "embeddings.txt").write_text("\n".join(self.names) + "\n")
+
+
+class DetectionWriter:
+    """detections.json (COCO results; image_id = position in the input list) and pictures/."""
+
+    def __init__(self, predictor, out: Path, options) -> None:
+        self.out, self.threshold, self.results, self.images = out, options.threshold, [], []
+        (out / "pictures").mkdir(exist_ok=True)
+
+    def add(self, path, image, result) -> None:
+        from vistra.visualize import draw_detections
+
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": path.name,
+                            "width": image.width, "height": image.height})  # fmt: skip
+        for box, score, category in zip(result.boxes.tolist(), result.scores.tolist(),
+                                        result.category_ids):  # fmt: skip
+            self.results.append({"image_id": image_id, "category_id": int(category),
+                                 "bbox": [round(box[0], 2), round(box[1], 2),
+                                          round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+                                 "score": round(float(score), 5)})  # fmt: skip
+        keep = result.scores >= self.threshold
+        labels = result.labels[keep].tolist()
+        names = [name for name, kept in zip(result.names, keep.tolist()) if kept]
+        picture = draw_detections(image, result.boxes[keep], names, result.scores[keep], labels,
+                                  scale=max(1.0, 288 / max(image.size)))  # fmt: skip
+        picture.save(self.out / "pictures" / f"{path.stem}.png")
+
+    def close(self) -> None:
+        (self.out / "detections.json").write_text(json.dumps(self.results))
+        (self.out / "images.json").write_text(json.dumps(self.images))
+
+
+class SegmentationWriter:
+    """panoptic.json + panoptic/*.png (COCO panoptic results), instances.json (COCO segm
+    results), semantic/*.png (class index per pixel) and pictures/ (overlays with a legend)."""
+
+    def __init__(self, predictor, out: Path, options) -> None:
+        self.out, self.predictor = out, predictor
+        self.panoptic, self.instances, self.images = [], [], []
+        for folder in ("panoptic", "semantic", "pictures"):
+            (out / folder).mkdir(exist_ok=True)
+
+    def add(self, path, image, result) -> None:
+        from PIL import Image
+
+        from vistra.tasks.segmentation import masks_to_coco
+        from vistra.visualize import segmentation_overlay, write_panoptic_png
+
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": path.name,
+                            "width": image.width, "height": image.height})  # fmt: skip
+        semantic = result.semantic.numpy().astype(np.uint8)
+        Image.fromarray(semantic).save(self.out / "semantic" / f"{path.stem}.png")
+        shown = {"semantic": result.semantic}
+        if result.panoptic is not None:
+            write_panoptic_png(result.panoptic.numpy(), self.out / "panoptic" / f"{path.stem}.png")
+            self.panoptic.append({
+                "image_id": image_id, "file_name": f"{path.stem}.png",
+                "segments_info": [{"id": s["id"], "category_id": s["category_id"],
+                                   "isthing": int(s["isthing"]), "score": s["score"],
+                                   "area": s["area"]} for s in result.segments],
+            })  # fmt: skip
+            shown["panoptic"] = (result.panoptic, result.segments)
+        if result.instances is not None:
+            ids = self.predictor.category_ids or list(range(result.semantic.max() + 1))
+            self.instances += masks_to_coco(image_id, result.instances, ids)
+        names = self.predictor.names or [str(i) for i in range(256)]
+        segmentation_overlay(image, shown, names).save(self.out / "pictures" / f"{path.stem}.png")
+
+    def close(self) -> None:
+        (self.out / "panoptic.json").write_text(json.dumps({"annotations": self.panoptic}))
+        (self.out / "instances.json").write_text(json.dumps(self.instances))
+        (self.out / "images.json").write_text(json.dumps(self.images))
+
+
+WRITERS = {"classification": ClassWriter, "embedding": EmbeddingWriter,
+           "detection": DetectionWriter, "segmentation": SegmentationWriter}  # fmt: skip
+
+
+def export_command(words: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vistra export")
+    parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt)")
+    parser.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
+    parser.add_argument("--output", required=True, help="file to write (.onnx / .pt2)")
+    parser.add_argument("--image", help="a real image to check the export on (default: a "
+                        "synthetic scene)")  # fmt: skip
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    options = parser.parse_args(words)
+    if (options.height is None) != (options.width is None):
+        parser.error("give both --height and --width, or neither")
+    from vistra.export import export
+    from vistra.predictor import Predictor
+
+    try:
+        predictor = Predictor.from_checkpoint(options.ckpt)
+        image = options.image or _synthetic_scene()
+        check = None
+        if options.dynamic and predictor.kind in ("detection", "segmentation"):
+            base = options.height or predictor.preprocess["size"]
+            check = [(base // 2 + 16, base // 2 + 48)]
+        report = export(predictor, options.output, image, options.format, options.height,
+                        options.width, options.dynamic, check, options.tolerance)  # fmt: skip
+    except (FileNotFoundError, ValueError) as error:
+        print(f"vistra export: {error}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0
+
+
+def _synthetic_scene():
+    from vistra.data.shapes import render_scene
+
+    return render_scene(np.random.default_rng(0), 128, 3)["image"]

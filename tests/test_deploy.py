@@ -1,0 +1,198 @@
+"""Predictor, `vistra predict --ckpt`, `vistra export`: every family, checkpoint and ONNX."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vistra.checkpoint import NETWORK_KEY, PREPROCESS_KEY, network_spec
+from vistra.data.shapes import render_scene
+from vistra.export import export
+from vistra.models import DETR, Mask2Former, MaskedAutoencoder, SupConModel
+from vistra.predictor import Detections, Predictor, Segmentation
+
+pytest.importorskip("onnxruntime")
+
+DETECTION = {"resize": "shorter_side", "size": 96, "max_size": 160}
+SQUARE = {"resize": "center_crop", "size": 32}
+
+
+def vistra(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+
+
+def _save(path: Path, network, preprocess, categories=None, extra_state=None) -> Path:
+    """A checkpoint laid out as vistra's tasks write it (see ``describe_for_inference``)."""
+    torch.manual_seed(0)
+    state = {f"network.{k}": v for k, v in network.state_dict().items()}
+    state.update(extra_state or {})
+    checkpoint = {NETWORK_KEY: network_spec(network), PREPROCESS_KEY: preprocess,
+                  "state_dict": state, "vistra_categories": categories}  # fmt: skip
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    detr = DETR(3, backbone="resnet18", hidden_dim=64, num_encoder_layers=1,
+                num_decoder_layers=2, ffn_dim=128, num_queries=5).eval()  # fmt: skip
+    with torch.no_grad():  # confident classes so that some detections pass 0.5
+        detr.class_embed.bias.copy_(torch.tensor([3.0, 0.0, 0.0, -3.0]))
+    m2f = Mask2Former(6, backbone="resnet18", dim=32, mask_dim=32, pixel_decoder_layers=1,
+                      decoder_layers=3, num_queries=8, heads=4).eval()  # fmt: skip
+    supcon = SupConModel(small_input=True).eval()
+    mae = MaskedAutoencoder(size="tiny", image_size=32, patch_size=8, decoder_width=64,
+                            decoder_depth=1, decoder_heads=2).eval()  # fmt: skip
+    probe = {"head.0.running_mean": torch.zeros(192), "head.0.running_var": torch.ones(192),
+             "head.0.num_batches_tracked": torch.tensor(0),
+             "head.1.weight": torch.randn(10, 192), "head.1.bias": torch.zeros(10)}  # fmt: skip
+    things = {"ids": [1, 2, 3, 10, 11, 12], "names": list("abcdef"), "thing_labels": [0, 1, 2]}
+    return {
+        "detection": _save(root / "detr.ckpt", detr, DETECTION,
+                           {"ids": [1, 2, 3], "names": ["circle", "square", "triangle"]}),
+        "segmentation": _save(root / "m2f.ckpt", m2f, DETECTION, things),
+        "embedding": _save(root / "supcon.ckpt", supcon, SQUARE),
+        "classification": _save(root / "probe.ckpt", mae, SQUARE, extra_state=probe),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    for index, size in enumerate((96, 120)):
+        scene = render_scene(np.random.default_rng(index), size, 3)["image"]
+        Image.fromarray(scene).save(folder / f"scene{index}.png")
+    return folder
+
+
+def test_predictor_types_inputs_and_original_sizes(checkpoints, images):
+    detector = Predictor.from_checkpoint(checkpoints["detection"])
+    files = sorted(images.glob("*.png"))
+    array = np.array(Image.open(files[1]))
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    results = detector([files[1], Image.open(files[1]), array, tensor])
+    assert all(isinstance(r, Detections) for r in results)
+    for other in results[1:]:  # four kinds of the same image give the same detections
+        torch.testing.assert_close(other.boxes, results[0].boxes)
+    assert results[0].boxes[:, 2:].max() <= 120 + 1e-3 and set(results[0].names) <= {
+        "circle", "square", "triangle"}  # fmt: skip
+    segmenter = Predictor.from_checkpoint(checkpoints["segmentation"])
+    result = segmenter(files[1])
+    assert isinstance(result, Segmentation) and result.semantic.shape == (120, 120)
+    assert result.instances["masks"].shape[-2:] == (120, 120)
+    embedder = Predictor.from_checkpoint(checkpoints["embedding"])
+    features = embedder.embed(files)
+    assert features.shape == (2, embedder.network.num_features)
+    torch.testing.assert_close(embedder.embed(files), features)  # deterministic
+    classifier = Predictor.from_checkpoint(checkpoints["classification"])
+    scores = classifier(files[0])
+    assert scores.scores.shape == (10,) and abs(float(scores.scores.sum()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["detection", "segmentation", "embedding", "classification"])
+def test_onnx_export_matches_pytorch_and_predictor_from_onnx_agrees(kind, checkpoints, images,
+                                                                    tmp_path):  # fmt: skip
+    predictor = Predictor.from_checkpoint(checkpoints[kind])
+    files = sorted(images.glob("*.png"))
+    dense = kind in ("detection", "segmentation")
+    report = export(predictor, tmp_path / f"{kind}.onnx", files[0], "onnx", dynamic=True,
+                    check_sizes=[(64, 80)] if dense else None)  # fmt: skip
+    assert report.max_rel <= 1e-4
+    if dense:
+        assert report.sizes == [(96, 96), (64, 80)]  # two image sizes through one file
+    from_onnx = Predictor.from_onnx(tmp_path / f"{kind}.onnx")
+    eager, exported = predictor(files), from_onnx(files)
+    for a, b in zip(eager, exported):
+        if kind == "detection":
+            torch.testing.assert_close(b.boxes, a.boxes, atol=1e-3, rtol=1e-4)
+            assert torch.equal(a.labels, b.labels)
+        elif kind == "segmentation":
+            assert (a.semantic == b.semantic).float().mean() > 0.999
+            assert [s["label"] for s in a.segments] == [s["label"] for s in b.segments]
+        elif kind == "embedding":
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+        else:
+            torch.testing.assert_close(b.scores, a.scores, atol=1e-5, rtol=1e-4)
+
+
+def test_exported_program_round_trip(checkpoints, images, tmp_path):
+    predictor = Predictor.from_checkpoint(checkpoints["detection"])
+    report = export(predictor, tmp_path / "detr.pt2", next(images.glob("*.png")),
+                    "exported-program", dynamic=True, check_sizes=[(64, 80)])  # fmt: skip
+    assert report.max_rel <= 1e-4 and (tmp_path / "detr.pt2").is_file()
+
+
+def test_predict_command_writes_files_per_task_and_skips_a_bad_image(checkpoints, images,
+                                                                     tmp_path):  # fmt: skip
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for file in images.glob("*.png"):
+        (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    run = vistra("predict", "--ckpt", checkpoints["segmentation"], "--input", folder,
+                 "--output", tmp_path / "seg", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "broken.png" in run.stderr and "2 images, 1 skipped" in run.stdout
+    panoptic = json.loads((tmp_path / "seg" / "panoptic.json").read_text())["annotations"]
+    from vistra.data.sources.coco_panoptic import decode_segment_ids
+
+    for entry in panoptic:
+        ids = decode_segment_ids(tmp_path / "seg" / "panoptic" / entry["file_name"])
+        assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in entry["segments_info"]}
+    assert len(list((tmp_path / "seg" / "semantic").glob("*.png"))) == 2
+    assert len(list((tmp_path / "seg" / "pictures").glob("*.png"))) == 2
+    assert isinstance(json.loads((tmp_path / "seg" / "instances.json").read_text()), list)
+
+    run = vistra("predict", "--ckpt", checkpoints["detection"], "--input",
+                 str(folder / "scene*.png"), "--output", tmp_path / "det", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    detections = json.loads((tmp_path / "det" / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} == {1, 2} and len(detections) == 10
+    from pycocotools.coco import COCO
+
+    truth = COCO()
+    truth.dataset = {"images": json.loads((tmp_path / "det" / "images.json").read_text()),
+                     "annotations": [], "categories": [{"id": i} for i in (1, 2, 3)]}  # fmt: skip
+    truth.createIndex()
+    assert len(truth.loadRes(detections).getAnnIds()) == 10
+    for kind, written in (("embedding", "embeddings.npy"), ("classification", "classes.csv")):
+        run = vistra("predict", "--ckpt", checkpoints[kind], "--input", folder,
+                     "--output", tmp_path / kind, cwd=tmp_path)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert (tmp_path / kind / written).is_file()
+    assert np.load(tmp_path / "embedding" / "embeddings.npy").shape[0] == 2
+    assert len((tmp_path / "classification" / "classes.csv").read_text().splitlines()) == 3
+
+
+def test_bad_inputs_get_clear_messages(checkpoints, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = vistra("predict", "--ckpt", checkpoints["detection"], "--input", empty,
+                 "--output", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2 and "no images" in run.stderr and "Traceback" not in run.stderr
+    torch.save({"model": {}}, tmp_path / "other.ckpt")
+    run = vistra("predict", "--ckpt", tmp_path / "other.ckpt", "--input", empty,
+                 "--output", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2 and "not a vistra checkpoint" in run.stderr
+    run = vistra("export", "--ckpt", tmp_path / "missing.ckpt", "--output", tmp_path / "m.onnx",
+                 cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2 and "missing.ckpt: checkpoint not found" in run.stderr
+    with pytest.raises(ValueError, match="embed\\(\\) is for"):
+        Predictor.from_checkpoint(checkpoints["detection"]).embed(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_export_command_writes_and_checks(checkpoints, tmp_path):
+    run = vistra("export", "--ckpt", checkpoints["embedding"], "--format", "onnx",
+                 "--output", tmp_path / "supcon.onnx", "--dynamic", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "max |difference|" in run.stdout and (tmp_path / "supcon.onnx").is_file()
