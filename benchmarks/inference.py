@@ -52,8 +52,8 @@ def main() -> None:
             inputs = (images, pixel_mask) if kind == "detection" else (images,)
             run = load_exported(path)
             with torch.no_grad():
-                eager = seconds_per_call(lambda: module(*inputs), warmup=1, repeat=5)
-            onnx = seconds_per_call(lambda: run(*inputs), warmup=1, repeat=5)
+                eager = seconds_per_call(lambda m=module, x=inputs: m(*x), warmup=1, repeat=5)
+            onnx = seconds_per_call(lambda r=run, x=inputs: r(*x), warmup=1, repeat=5)
             size = "x".join(str(s) for s in images.shape[-2:])
             rows.append([name, f"{size}, batch {batch}", f"{batch / eager:.2f}",
                          f"{batch / onnx:.2f}", f"{eager / onnx:.2f}x",

@@ -153,8 +153,9 @@ def test_predict_command_writes_files_per_task_and_skips_a_bad_image(checkpoints
     assert len(list((tmp_path / "seg" / "pictures").glob("*.png"))) == 2
     assert isinstance(json.loads((tmp_path / "seg" / "instances.json").read_text()), list)
 
-    run = vistra("predict", "--ckpt", checkpoints["detection"], "--input",
-                 str(folder / "scene*.png"), "--output", tmp_path / "det", cwd=tmp_path)  # fmt: skip
+    pattern = str(folder / "scene*.png")
+    run = vistra("predict", "--ckpt", checkpoints["detection"], "--input", pattern,
+                 "--output", tmp_path / "det", cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     detections = json.loads((tmp_path / "det" / "detections.json").read_text())
     assert {d["image_id"] for d in detections} == {1, 2} and len(detections) == 10
