@@ -27,6 +27,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/supcon.py
 	$(BIN)/python benchmarks/mae.py --quick
+	$(BIN)/python benchmarks/detr.py
+	$(BIN)/python benchmarks/mask2former.py
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) lightning_logs vistra_runs

@@ -63,6 +63,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         "segmentation": _save(root / "m2f.ckpt", m2f, DETECTION, things),
         "embedding": _save(root / "supcon.ckpt", supcon, SQUARE),
         "classification": _save(root / "probe.ckpt", mae, SQUARE, extra_state=probe),
+        "mae": _save(root / "mae.ckpt", mae, SQUARE),
     }  # fmt: skip
 
 
@@ -197,3 +198,35 @@ def test_export_command_writes_and_checks(checkpoints, tmp_path):
                  "--output", tmp_path / "supcon.onnx", "--dynamic", cwd=tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert "max |difference|" in run.stdout and (tmp_path / "supcon.onnx").is_file()
+
+
+def test_prepare_keeps_the_aspect_ratio_within_the_limits():
+    from vistra.predictor import prepare
+
+    spec = {"resize": "shorter_side", "size": 64, "max_size": 96, "mean": [0.0] * 3,
+            "std": [1.0] * 3}  # fmt: skip
+    assert prepare(Image.new("RGB", (128, 64)), spec).shape == (3, 48, 96)  # longer side capped
+    assert prepare(Image.new("RGB", (80, 40)), spec).shape == (3, 48, 96)
+    square = {**spec, "max_size": 64}  # max_size == size: fit in a 64 x 64 square
+    assert prepare(Image.new("RGB", (100, 60)), square).shape == (3, 38, 64)
+    assert prepare(Image.new("RGB", (50, 50)), {**spec, "resize": "center_crop", "size": 32}
+                   ).shape == (3, 32, 32)  # fmt: skip
+
+
+def test_mae_checkpoint_predicts_embeddings_and_reconstruction_grids(checkpoints, images,
+                                                                      tmp_path):  # fmt: skip
+    run = vistra("predict", "--ckpt", checkpoints["mae"], "--input", images,
+                 "--output", tmp_path / "mae", "--batch-size", "1", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert np.load(tmp_path / "mae" / "embeddings.npy").shape == (2, 192)
+    grid = Image.open(tmp_path / "mae" / "reconstructions.png")
+    assert grid.width > grid.height  # 4 columns (original, masked, reconstruction, pasted)
+
+
+def test_bf16_autocast_predictor_agrees_with_float32(checkpoints, images):
+    files = sorted(images.glob("*.png"))
+    exact = Predictor.from_checkpoint(checkpoints["embedding"]).embed(files)
+    fast = Predictor.from_checkpoint(checkpoints["embedding"], precision="bf16").embed(files)
+    assert fast.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(exact, fast)
+    assert (cosine > 0.99).all()

@@ -11,7 +11,7 @@ import torch
 
 from vistra.cli import VistraCLI
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detr" / "shapes_r18.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detr" / "shapes.yaml"
 
 
 def vistra(*args, cwd):

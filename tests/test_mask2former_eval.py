@@ -132,3 +132,25 @@ def test_resize_mask_logits_cuts_the_padding_before_resizing():
     assert resized.min() > 0.85
     uncut = torch.nn.functional.interpolate(masks[None], size=(2, 2), mode="bilinear")
     assert uncut.mean() < 0.5
+
+
+def test_a_query_whose_mask_hides_every_pixel_attends_everywhere():
+    from torch import nn
+
+    from vistra.models.mask2former.transformer_decoder import MaskedAttentionDecoder
+
+    decoder = MaskedAttentionDecoder(in_channels=8, num_classes=2, dim=8, heads=2, ffn_dim=16,
+                                     num_layers=1, num_queries=2, mask_dim=8)  # fmt: skip
+    decoder.decoder_norm, decoder.mask_embed = nn.Identity(), nn.Identity()
+    features = torch.zeros(1, 8, 4, 4)
+    features[0, 0, :, :2], features[0, 0, :, 2:] = 1.0, -1.0  # channel 0: left half positive
+    features[0, 1] = -1.0  # channel 1: negative everywhere
+    queries = torch.zeros(1, 2, 8)
+    queries[0, 0, 1] = 5.0  # query 0's mask is empty: it would hide every pixel
+    queries[0, 1, 0] = 5.0  # query 1's mask is the left half
+    _, attend = decoder.predict(queries, features, (4, 4))
+    assert attend.shape == (1, 1, 2, 16)
+    assert attend[0, 0, 0].all()  # the fallback: attend everywhere
+    left = torch.zeros(4, 4, dtype=torch.bool)
+    left[:, :2] = True
+    assert torch.equal(attend[0, 0, 1], left.flatten())

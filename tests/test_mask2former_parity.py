@@ -132,3 +132,32 @@ def test_point_sampled_loss_matches_hugging_face_with_the_same_points():
         compared += 1
     assert compared == 3 * (SIZES["decoder_layers"] + 1)
     assert criterion.weight_of("loss_dice_2") == 5.0 and criterion.weight_of("loss_ce") == 2.0
+
+
+def test_hugging_face_swin_checkpoint_loads_and_matches():
+    """A whole HF Mask2Former with a Swin backbone (random weights) converted into vistra's
+    Mask2Former on timm's Swin gives the same logits: the Swin converter is right too."""
+    swin = dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7)
+    config = transformers.Mask2FormerConfig(
+        backbone_config=dict(model_type="swin", **swin,
+                             out_features=["stage1", "stage2", "stage3", "stage4"]),
+        num_labels=5, feature_size=64, mask_feature_size=64, hidden_dim=64, encoder_layers=1,
+        encoder_feedforward_dim=96, decoder_layers=3, dim_feedforward=128, num_attention_heads=8,
+        num_queries=12,
+    )  # fmt: skip
+    peer = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    _randomize(peer, 4)
+    ours = Mask2Former(
+        5, backbone="swin_tiny_patch4_window7_224", dim=64, mask_dim=64, pixel_decoder_layers=1,
+        pixel_ffn_dim=96, decoder_layers=2, ffn_dim=128, heads=8, num_queries=12,
+        backbone_options=dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
+                              window_size=7, dynamic_img_size=True),
+    ).eval()  # fmt: skip
+    ours.load_state_dict(mask2former_state_dict_from_hf(peer.state_dict()), strict=True)
+    # A size whose Swin maps are window multiples at every stage: where they are not, HF pads
+    # each stage to the window size while timm's dynamic-size Swin does not (see README).
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        mine, theirs = ours(images), peer(pixel_values=images)
+    assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4
+    assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4

@@ -148,3 +148,45 @@ def test_large_scale_jitter_keeps_masks_with_their_pixels(tmp_path):
             assert not (masks.sum(0) > 1).any()  # panoptic masks do not overlap
         dropped += sum(originals) - sum(len(t["labels"]) for t in targets)
     assert dropped > 0  # zooming in crops some segments away entirely
+
+
+def test_mask2former_learns_held_out_shapes(tmp_path):
+    """The demo recipe on a smaller set: held-out PQ from ~0 (random weights) to >= 0.3 in
+    200 steps (about 2 minutes on 2 CPU cores)."""
+    from vistra.cli import VistraCLI
+
+    shapes = write_shapes(tmp_path / "s", train=800, val=100, size=96, seed=3)
+    args = ["--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--trainer.enable_progress_bar=false", "--trainer.max_epochs=4",
+            "--trainer.check_val_every_n_epoch=4", *_data_args(tmp_path / "s")]  # fmt: skip
+    before = VistraCLI(args=["validate", *args]).model.last_metrics
+    after = VistraCLI(args=["fit", *args]).model.last_metrics
+    del shapes
+    print(
+        f"PQ {before['PQ']:.3f} -> {after['PQ']:.3f}, things {after['PQ_th']:.3f}, "
+        f"stuff {after['PQ_st']:.3f}, mIoU {before['mIoU']:.3f} -> {after['mIoU']:.3f}"
+    )
+    assert before["PQ"] < 0.1
+    assert after["PQ"] >= 0.3 and after["PQ_st"] >= 0.6
+    assert after["mIoU"] > before["mIoU"] + 0.2
+
+
+def test_instance_format_trains_and_reports_mask_ap(tmp_path):
+    from vistra.cli import VistraCLI
+
+    write_shapes(tmp_path / "s", train=8, val=4, size=64, seed=2)
+    ann = tmp_path / "s" / "annotations"
+    cli = VistraCLI(args=[
+        "fit", "--config", str(CONFIG), *TINY, "--data.format=instances",
+        "--model.init_args.network.init_args.num_classes=3",
+        "--data.train_annotations", str(ann / "instances_train.json"),
+        "--data.train_images", str(tmp_path / "s" / "images" / "train"),
+        "--data.val_annotations", str(ann / "instances_val.json"),
+        "--data.val_images", str(tmp_path / "s" / "images" / "val"),
+        "--data.batch_size=4", "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
+        "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", str(tmp_path / "r"),
+    ])  # fmt: skip
+    metrics = cli.model.last_metrics
+    assert "mask_AP" in metrics and "box_AP50" in metrics
+    assert "PQ" not in metrics and "mIoU" not in metrics  # instance data: no panoptic truth
+    assert cli.datamodule.thing_labels == [0, 1, 2]

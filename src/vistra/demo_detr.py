@@ -10,7 +10,7 @@ import torch
 from vistra.cli import VistraCLI
 from vistra.data.shapes import write_shapes
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "detr" / "shapes_r18.yaml"
+CONFIG = Path(__file__).resolve().parent / "configs" / "detr" / "shapes.yaml"
 SHAPES = dict(train=2000, val=200, size=96, seed=0, max_objects=3)
 
 

@@ -97,18 +97,34 @@ class ClassWriter:
 
 
 class EmbeddingWriter:
-    """embeddings.npy [N, D] and embeddings.txt (the file of each row)."""
+    """embeddings.npy [N, D] and embeddings.txt (the file of each row); for an MAE also
+    reconstructions.png (original | masked | reconstruction | pasted, up to 16 images)."""
 
     def __init__(self, predictor, out: Path, options) -> None:
-        self.out, self.rows, self.names = out, [], []
+        self.out, self.predictor, self.rows, self.names, self.shown = out, predictor, [], [], []
 
     def add(self, path, image, result) -> None:
         self.rows.append(result.numpy())
         self.names.append(path.name)
+        if hasattr(self.predictor.network, "reconstruct") and len(self.shown) < 16:
+            from vistra.predictor import prepare
+
+            self.shown.append(prepare(image, self.predictor.preprocess))
 
     def close(self) -> None:
         np.save(self.out / "embeddings.npy", np.stack(self.rows))
         (self.out / "embeddings.txt").write_text("\n".join(self.names) + "\n")
+        if self.shown:
+            import torch
+
+            from vistra.visualize import mae_reconstruction_grid
+
+            network = self.predictor.network
+            images = torch.stack(self.shown).to(self.predictor.device)
+            torch.manual_seed(0)  # the random mask of the picture, reproducible
+            with torch.no_grad():
+                mae_reconstruction_grid(network, images, network(images),
+                                        self.out / "reconstructions.png")  # fmt: skip
 
 
 class DetectionWriter:
@@ -217,6 +233,10 @@ def export_command(words: list[str]) -> int:
                         options.width, options.dynamic, check, options.tolerance)  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         print(f"vistra export: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        print(f"vistra export: {error.name or error} is missing: pip install 'vistra[export]'",
+              file=sys.stderr)  # fmt: skip
         return 2
     print(report)
     return 0

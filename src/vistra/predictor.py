@@ -96,7 +96,10 @@ def prepare(image: Image.Image, spec: dict) -> Tensor:
     from torchvision.transforms import v2
 
     if spec["resize"] == "shorter_side":
-        steps = [v2.Resize(spec["size"], max_size=spec.get("max_size"), antialias=True)]
+        size, max_size = spec["size"], spec.get("max_size")
+        if max_size is not None and max_size <= size:  # the longer side decides: fit in a square
+            size = None
+        steps = [v2.Resize(size, max_size=max_size, antialias=True)]
     else:
         steps = [v2.Resize(spec["size"], antialias=True), v2.CenterCrop(spec["size"])]
     transform = v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True),

@@ -176,19 +176,24 @@ def segmentation_overlay(
     painted = base.copy()
     shown = labels >= 0
     painted[shown] = (1 - alpha) * base[shown] + alpha * colours[labels[shown]]
+    painted[~shown] = 0.35 * base[~shown]  # pixels no segment claims: darkened
     edges = np.zeros(regions.shape, dtype=bool)
     edges[:-1] |= regions[:-1] != regions[1:]
     edges[:, :-1] |= regions[:, :-1] != regions[:, 1:]
     painted[edges] = 255
     picture = Image.fromarray(painted.astype(np.uint8))
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    present = sorted(set(labels[shown].tolist()))
+    present = sorted(set(labels[shown].tolist())) + ([-1] if (~shown).any() else [])
     legend_height = 12 * max(len(present), 1) + 4
     canvas = Image.new("RGB", (picture.width, picture.height + legend_height), "white")
     canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
     for row, label in enumerate(present):
         y = picture.height + 2 + 12 * row
+        if label < 0:
+            draw.rectangle([2, y, 12, y + 9], fill=(40, 40, 40))
+            draw.text((16, y - 1), "no segment (darkened)", fill="black")
+            continue
         draw.rectangle([2, y, 12, y + 9], fill=tuple(int(c) for c in colours[label]))
         draw.text((16, y - 1), names[label] if label < len(names) else str(label), fill="black")
     return canvas

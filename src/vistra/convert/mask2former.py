@@ -9,8 +9,12 @@ Original (facebookresearch/Mask2Former, detectron2 names): ``sem_seg_head.pixel_
 ``sem_seg_head.predictor.*`` with ``nn.MultiheadAttention`` layouts; the three per-layer module
 lists (cross-attention, self-attention, FFN) are regrouped per layer.
 
-Backbone weights are carried over only under timm's own names (``backbone.body.*``); HF Swin and
-detectron2 ResNet backbones use other layouts and must be converted to timm's first.
+Hugging Face Swin backbones (``SwinBackbone`` inside the checkpoint, transformers 4 or 5 names)
+become timm's Swin (q/k/v stacked into ``qkv``; patch merging moved from the end of a stage to the
+start of the next, as timm holds it; the per-stage output norms become ``backbone.out_norms``);
+build the vistra model with the same timm Swin (e.g. ``swin_tiny_patch4_window7_224`` for
+``facebook/mask2former-swin-tiny-*``) and ``backbone_options={"dynamic_img_size": True,
+"always_partition": True}``. Other backbones load under timm's own names (``backbone.body.*``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,28 @@ import torch
 from torch import Tensor, nn
 
 from vistra.convert.files import load_checked, read_state_dict
+
+SWIN_RENAMES = [
+    (r"^model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d)\.",
+     lambda m: f"backbone.out_norms.{int(m.group(1)) - 1}."),
+    (r"^model\.pixel_level_module\.encoder\.(swin\.)?embeddings\.patch_embeddings\.projection\.",
+     "backbone.body.patch_embed.proj."),
+    (r"^model\.pixel_level_module\.encoder\.(swin\.)?embeddings\.norm\.",
+     "backbone.body.patch_embed.norm."),
+    (r"^model\.pixel_level_module\.encoder\.(swin\.)?encoder\.layers\.(\d+)\.downsample\.",
+     lambda m: f"backbone.body.layers_{int(m.group(2)) + 1}.downsample."),
+    (r"^model\.pixel_level_module\.encoder\.(swin\.)?encoder\.layers\.(\d+)\.blocks\.",
+     r"backbone.body.layers_\2.blocks."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.(self\.|relative_position_bias\.)?relative_position_bias_table$",
+     ".attn.relative_position_bias_table"),
+    (r"\.attention\.self\.(query|key|value)\.", lambda m: f".attn.{m.group(1)[0]}_proj."),
+    (r"\.attention\.([qkv])_proj\.", r".attn.\1_proj."),
+    (r"\.attention\.(output\.dense|o_proj)\.", ".attn.proj."),
+    (r"(blocks\.\d+)\.intermediate\.dense\.", r"\1.mlp.fc1."),
+    (r"(blocks\.\d+)\.output\.dense\.", r"\1.mlp.fc2."),
+]  # fmt: skip
 
 HF_RENAMES = [
     (r"^model\.pixel_level_module\.encoder\.", "backbone.body."),
@@ -88,16 +114,25 @@ def _renamed(state: dict[str, Tensor], renames: list[tuple[str, str]]) -> dict[s
 
 
 def mask2former_state_dict_from_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    swin = any("embeddings.patch_embeddings" in key for key in state)
+    if swin:
+        state = _renamed(
+            {k: v for k, v in state.items() if not k.endswith(("relative_position_index",
+                                                                 "swin.layernorm.weight",
+                                                                 "swin.layernorm.bias"))},
+            SWIN_RENAMES,
+        )  # fmt: skip
     renamed = _renamed(state, HF_RENAMES)
     fused = {}
     for key, value in renamed.items():
-        match = re.match(r"(.*\.self_attn)\.([qkv])_proj\.(weight|bias)$", key)
+        match = re.match(r"(.*\.(?:self_attn|attn))\.([qkv])_proj\.(weight|bias)$", key)
         if match is None:
             fused[key] = value
         elif match.group(2) == "q":
             attention, kind = match.group(1), match.group(3)
             parts = [renamed[f"{attention}.{p}_proj.{kind}"] for p in "qkv"]
-            fused[f"{attention}.in_proj_{kind}"] = torch.cat(parts)
+            name = "qkv." if attention.endswith(".attn") else "in_proj_"
+            fused[f"{attention}.{name}{kind}"] = torch.cat(parts)
     return fused
 
 

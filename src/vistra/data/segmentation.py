@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 from vistra.data.datamodules import TransformedSource
 from vistra.data.detection import _normalize
 from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
+from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.sources.coco_panoptic import COCOPanopticSource, SemanticSource
 
 
@@ -74,15 +75,18 @@ def collate_segmentation(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tens
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """COCO panoptic (default) or semantic-PNG data for Mask2Former.
+    """COCO panoptic (default), COCO instance or semantic-PNG data for Mask2Former.
 
     Args:
-        train_annotations: panoptic JSON, or for ``format="semantic"`` the label PNG folder.
+        train_annotations: panoptic JSON, instance JSON (``format="instances"``: polygons or
+            RLE, crowd left out, every class a thing) or the label PNG folder
+            (``format="semantic"``).
         train_images: image folder.
         val_annotations, val_images: the same for validation (also test / predict).
-        format: ``"panoptic"`` or ``"semantic"``.
+        format: ``"panoptic"``, ``"instances"`` or ``"semantic"``.
         train_pngs, val_pngs: panoptic PNG folders (default: the JSON path without ``.json``).
-        val_instances: COCO instance JSON of the validation images, for mask / box AP.
+        val_instances: COCO instance JSON of the validation images, for mask / box AP (with
+            ``format="instances"`` the validation file itself is used).
         classes, classes_file, ignore_index, reduce_zero_label: semantic format only: the class
             names (a list, or a text file with one name per line) are required.
         batch_size, num_workers, seed: loading.
@@ -113,8 +117,10 @@ class SegmentationDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if format not in ("panoptic", "semantic"):
-            raise ValueError(f"format must be 'panoptic' or 'semantic', got {format!r}")
+        if format not in ("panoptic", "semantic", "instances"):
+            raise ValueError(
+                f"format must be 'panoptic', 'semantic' or 'instances', got {format!r}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if classes_file is not None:
@@ -126,8 +132,11 @@ class SegmentationDataModule(L.LightningDataModule):
                        if line.strip()]  # fmt: skip
         if format == "semantic" and not classes:
             raise ValueError("format='semantic' needs the class names (classes or classes_file)")
+        if format == "instances" and val_instances is None:
+            val_instances = val_annotations
         self.save_hyperparameters()
         self.hparams.classes = classes
+        self.hparams.val_instances = val_instances
         self.train_source = self._source(train_annotations, train_images, train_pngs)
         self.val_source = None
         if val_annotations is not None:
@@ -141,6 +150,10 @@ class SegmentationDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.format == "panoptic":
             return COCOPanopticSource(annotations, images, pngs)
+        if hp.format == "instances":
+            source = COCODetectionSource(annotations, images, with_masks=True)
+            source.thing_labels = list(range(source.num_classes))  # instance data: all things
+            return source
         return SemanticSource(images, annotations, hp.classes, hp.ignore_index,
                               hp.reduce_zero_label)  # fmt: skip
 

@@ -174,7 +174,8 @@ class SegmentationTask(L.LightningModule):
         things = {self.category_ids[i] for i in self.thing_labels or []}
         stuff = set(self.category_ids) - things
         self.pq = PanopticQuality(things, stuff) if is_panoptic and things and stuff else None
-        self.miou = MeanIoU(self.network.num_classes)
+        has_semantic = hasattr(self.val_source, "label_map") or is_panoptic
+        self.miou = MeanIoU(self.network.num_classes) if has_semantic else None
         hparams = getattr(datamodule, "hparams", None) or {}
         self.instance_file = hparams.get("val_instances")
         self.coco_results: list[dict] = []
@@ -196,9 +197,9 @@ class SegmentationTask(L.LightningModule):
         images, _, targets = batch
         for result in self.infer(outputs, images, targets):
             index = self.index_of.get(result["image_id"], result["image_id"])
-            self.miou.update(
-                result["semantic"].cpu(), torch.from_numpy(self._semantic_truth(index))
-            )
+            if self.miou is not None:
+                truth = torch.from_numpy(self._semantic_truth(index))
+                self.miou.update(result["semantic"].cpu(), truth)
             if self.pq is not None and "panoptic" in result:
                 truth_ids, truth_segments = self.val_source.ground_truth(index)
                 ids, segments = result["panoptic"]
@@ -234,10 +235,11 @@ class SegmentationTask(L.LightningModule):
         if self.pq is not None:
             metrics.update(self.pq.compute())
             lines += ["panoptic quality (%):", self.pq.table()]
-        semantic = self.miou.compute()
-        metrics["mIoU"] = semantic["mIoU"]
-        lines.append(f"semantic: mIoU {100 * semantic['mIoU']:.1f}, pixel accuracy "
-                     f"{100 * semantic['pixel_accuracy']:.1f}")  # fmt: skip
+        if self.miou is not None:
+            semantic = self.miou.compute()
+            metrics["mIoU"] = semantic["mIoU"]
+            lines.append(f"semantic: mIoU {100 * semantic['mIoU']:.1f}, pixel accuracy "
+                         f"{100 * semantic['pixel_accuracy']:.1f}")  # fmt: skip
         if self.instance_file is not None:
             log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             output = log_dir / "predictions" / f"{stage}_instances_{self.current_epoch:04d}.json"
@@ -257,7 +259,8 @@ class SegmentationTask(L.LightningModule):
         """Merge PQ counts, the confusion matrix and instance results over ranks."""
         if self.trainer.world_size <= 1:
             return
-        torch.distributed.all_reduce(self.miou.confusion)
+        if self.miou is not None:
+            torch.distributed.all_reduce(self.miou.confusion)
         gathered = [None] * self.trainer.world_size
         counts = self.pq.counts if self.pq is not None else {}
         torch.distributed.all_gather_object(gathered, (counts, self.coco_results, self.coco_images))

@@ -32,13 +32,16 @@ class MultiScaleBackbone(nn.Module):
         self.picked = [len(reductions) - 1 - reductions[::-1].index(s) for s in STRIDES]
         self.channels = [self.body.feature_info.channels()[i] for i in self.picked]
         self.channels_last = str(getattr(self.body, "output_fmt", "NCHW")).endswith("NHWC")
+        # Transformer backbones (Swin) normalise each output map, as Mask2Former's Swin does.
+        self.out_norms = nn.ModuleList(nn.LayerNorm(c) for c in self.channels) if (
+            self.channels_last) else None  # fmt: skip
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """images [B, 3, H, W] -> [B, C_s, H/s, W/s] for s = 4, 8, 16, 32."""
         maps = self.body(images)
         maps = [maps[i] for i in self.picked]
         if self.channels_last:
-            maps = [m.permute(0, 3, 1, 2) for m in maps]
+            maps = [norm(m).permute(0, 3, 1, 2) for norm, m in zip(self.out_norms, maps)]
         return maps
 
 
@@ -53,7 +56,8 @@ class Mask2Former(nn.Module):
         backbone_checkpoint: local file of ImageNet weights (optional; nothing is downloaded).
         frozen_batchnorm: fixed BatchNorm in the backbone (use with pre-trained weights).
         train_stem: also train the stem and first stage.
-        backbone_options: passed to timm (e.g. ``{"img_size": 384}`` for Swin).
+        backbone_options: passed to timm; Swin wants ``{"dynamic_img_size": true,
+            "always_partition": true}`` for any input size with the original windowing.
         dim, mask_dim: transformer width and mask-feature channels (256, 256).
         pixel_decoder_layers, pixel_ffn_dim: deformable encoder (6, 1024).
         decoder_layers, ffn_dim, heads, num_queries, dropout: masked-attention decoder.
