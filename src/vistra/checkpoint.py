@@ -29,17 +29,22 @@ def build_network(spec: dict) -> nn.Module:
     return cls(**spec["init_args"])
 
 
-def load_network(path: str | Path, prefix: str = "network.") -> nn.Module:
-    """The network saved by a vistra task at ``path``, with its trained weights."""
+def read_checkpoint(path: str | Path) -> dict:
+    """A vistra checkpoint as a dict; errors name the file (missing, unreadable, not vistra's)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
-    if NETWORK_KEY not in checkpoint:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict) or NETWORK_KEY not in checkpoint:
         raise ValueError(f"{path}: not a vistra checkpoint (no '{NETWORK_KEY}' entry)")
+    return checkpoint
+
+
+def network_from_checkpoint(checkpoint: dict, prefix: str = "network.") -> nn.Module:
+    """Build the recorded network and load its weights (the ``prefix`` part of the state)."""
     network = build_network(checkpoint[NETWORK_KEY])
     state = {
         key[len(prefix) :]: value
@@ -48,6 +53,11 @@ def load_network(path: str | Path, prefix: str = "network.") -> nn.Module:
     }
     network.load_state_dict(state)
     return network
+
+
+def load_network(path: str | Path, prefix: str = "network.") -> nn.Module:
+    """The network saved by a vistra task at ``path``, with its trained weights."""
+    return network_from_checkpoint(read_checkpoint(path), prefix)
 
 
 PREPROCESS_KEY = "vistra_preprocess"

@@ -17,7 +17,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from vistra.checkpoint import NETWORK_KEY, PREPROCESS_KEY, build_network
+from vistra.checkpoint import (
+    NETWORK_KEY,
+    PREPROCESS_KEY,
+    network_from_checkpoint,
+    read_checkpoint,
+)
 from vistra.data.sources.base import load_image
 
 KIND_OF_NETWORK = {
@@ -164,20 +169,10 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | Path, device: str = "cpu", precision: str | None = None
     ) -> Predictor:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
-        if not isinstance(checkpoint, dict) or NETWORK_KEY not in checkpoint:
-            raise ValueError(f"{path}: not a vistra checkpoint (no '{NETWORK_KEY}' entry)")
+        checkpoint = read_checkpoint(path)
         spec = checkpoint[NETWORK_KEY]
-        network = build_network(spec)
+        network = network_from_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
-        network.load_state_dict({k[len("network."):]: v for k, v in state.items()
-                                 if k.startswith("network.")})  # fmt: skip
         kind = KIND_OF_NETWORK.get(spec["class_path"].rsplit(".", 1)[-1])
         if kind is None:
             raise ValueError(f"{path}: no predictor for {spec['class_path']}")

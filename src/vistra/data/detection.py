@@ -116,7 +116,46 @@ def collate_detection(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor,
     return images, pixel_mask, targets
 
 
-class DetectionDataModule(L.LightningDataModule):
+class PaddedBatchLoaders:
+    """Loaders of a detection / segmentation data module: seeded augmentation and resumable
+    order for training, a fixed transform for evaluation, padded batches (``collate``).
+
+    Subclasses set ``collate``, ``train_source`` / ``val_source`` and define
+    ``train_transform()`` and ``eval_transform()``; ``hparams`` holds ``batch_size``,
+    ``num_workers`` and ``seed``.
+    """
+
+    collate = staticmethod(collate_detection)
+
+    def _options(self) -> dict:
+        hp = self.hparams
+        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return dict(batch_size=hp.batch_size, num_workers=hp.num_workers,
+                    persistent_workers=hp.num_workers > 0, pin_memory=pin,
+                    collate_fn=self.collate)  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        dataset = SeededAugmentation(self.train_source, self.train_transform(), hp.seed,
+                                     with_target=True)  # fmt: skip
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=hp.seed)
+        return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
+
+    def eval_loader(self, source) -> DataLoader:
+        dataset = TransformedSource(source, self.eval_transform(), with_target=True)
+        return DataLoader(dataset, shuffle=False, **self._options())
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_source is None else self.eval_loader(self.val_source)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()
+
+
+class DetectionDataModule(PaddedBatchLoaders, L.LightningDataModule):
     """COCO-format detection data for DETR.
 
     Args:
@@ -178,30 +217,9 @@ class DetectionDataModule(L.LightningDataModule):
     def category_ids(self) -> list[int]:
         return self.train_source.category_ids
 
-    def _options(self) -> dict:
+    def train_transform(self):
         hp = self.hparams
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return dict(batch_size=hp.batch_size, num_workers=hp.num_workers,
-                    persistent_workers=hp.num_workers > 0, pin_memory=pin,
-                    collate_fn=collate_detection)  # fmt: skip
+        return detection_train_transform(hp.scales, hp.max_size, hp.crop, hp.crop_scales)
 
-    def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        transform = detection_train_transform(hp.scales, hp.max_size, hp.crop, hp.crop_scales)
-        dataset = SeededAugmentation(self.train_source, transform, hp.seed, with_target=True)
-        sampler = EpochSampler(len(dataset), shuffle=True, seed=hp.seed)
-        return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
-
-    def eval_loader(self, source: COCODetectionSource) -> DataLoader:
-        transform = detection_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)
-        dataset = TransformedSource(source, transform, with_target=True)
-        return DataLoader(dataset, shuffle=False, **self._options())
-
-    def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_source is None else self.eval_loader(self.val_source)
-
-    def test_dataloader(self) -> DataLoader | list:
-        return self.val_dataloader()
-
-    def predict_dataloader(self) -> DataLoader | list:
-        return self.val_dataloader()
+    def eval_transform(self):
+        return detection_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)

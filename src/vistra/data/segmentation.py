@@ -11,12 +11,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from vistra.data.datamodules import TransformedSource
-from vistra.data.detection import _normalize
-from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
+from vistra.data.detection import PaddedBatchLoaders, _normalize
 from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.sources.coco_panoptic import COCOPanopticSource, SemanticSource
 
@@ -74,7 +71,7 @@ def collate_segmentation(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tens
     return images, pixel_mask, targets
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(PaddedBatchLoaders, L.LightningDataModule):
     """COCO panoptic (default), COCO instance or semantic-PNG data for Mask2Former.
 
     Args:
@@ -93,6 +90,8 @@ class SegmentationDataModule(L.LightningDataModule):
         size, scale_range: large-scale jitter (paper, COCO: 1024, 0.1-2.0).
         eval_size, eval_max_size: evaluation resize (paper, COCO: 800 / 1333).
     """
+
+    collate = staticmethod(collate_segmentation)
 
     def __init__(
         self,
@@ -132,7 +131,7 @@ class SegmentationDataModule(L.LightningDataModule):
                        if line.strip()]  # fmt: skip
         if format == "semantic" and not classes:
             raise ValueError("format='semantic' needs the class names (classes or classes_file)")
-        if format == "instances" and val_instances is None:
+        if format == "instances":  # the validation file itself holds the instances
             val_instances = val_annotations
         self.save_hyperparameters()
         self.hparams.classes = classes
@@ -169,32 +168,8 @@ class SegmentationDataModule(L.LightningDataModule):
     def category_ids(self) -> list[int]:
         return getattr(self.train_source, "category_ids", list(range(len(self.classes))))
 
-    def _options(self) -> dict:
-        hp = self.hparams
-        pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return dict(batch_size=hp.batch_size, num_workers=hp.num_workers,
-                    persistent_workers=hp.num_workers > 0, pin_memory=pin,
-                    collate_fn=collate_segmentation)  # fmt: skip
+    def train_transform(self):
+        return segmentation_train_transform(self.hparams.size, self.hparams.scale_range)
 
-    def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        transform = segmentation_train_transform(hp.size, hp.scale_range)
-        dataset = SeededAugmentation(self.train_source, transform, hp.seed, with_target=True)
-        sampler = EpochSampler(len(dataset), shuffle=True, seed=hp.seed)
-        return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
-
-    def eval_loader(self, source) -> DataLoader:
-        hp = self.hparams
-        dataset = TransformedSource(source, segmentation_eval_transform(hp.eval_size,
-                                                                        hp.eval_max_size),
-                                    with_target=True)  # fmt: skip
-        return DataLoader(dataset, shuffle=False, **self._options())
-
-    def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_source is None else self.eval_loader(self.val_source)
-
-    def test_dataloader(self) -> DataLoader | list:
-        return self.val_dataloader()
-
-    def predict_dataloader(self) -> DataLoader | list:
-        return self.val_dataloader()
+    def eval_transform(self):
+        return segmentation_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vistra.losses.mask_losses import dice_loss, sigmoid_ce_loss
 from vistra.losses.mask_matcher import MaskHungarianMatcher
-from vistra.losses.set_criterion import WeightedTerms, num_targets_across_ranks
+from vistra.losses.set_criterion import WeightedTerms, class_terms, num_targets_across_ranks
 from vistra.models.layers.point_sample import point_sample, uncertain_points
 
 
@@ -74,18 +73,9 @@ class MaskSetCriterion(WeightedTerms, nn.Module):
     ) -> dict[str, Tensor]:
         matches = self.matcher(outputs, targets)
         logits = outputs["pred_logits"].float()
-        device = logits.device
-        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
-        batch_index, query_index = batch_index.to(device), torch.cat([q for q, _ in matches])
-        query_index = query_index.to(device)
-        matched_labels = torch.cat([t["labels"][j.to(t["labels"].device)]
-                                    for t, (_, j) in zip(targets, matches)]).to(device)  # fmt: skip
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
-                                    device=device)  # fmt: skip
-        target_classes[batch_index, query_index] = matched_labels
-        terms = {
-            "loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.class_weight)
-        }
+        terms, (batch_index, query_index) = class_terms(
+            logits, matches, targets, self.class_weight, log_extras
+        )
         predicted = outputs["pred_masks"][batch_index, query_index].float()[:, None]  # [M,1,h,w]
         if len(predicted) == 0:  # no objects in the batch: the mask terms are zero, not NaN
             zero = outputs["pred_masks"].sum() * 0.0
@@ -100,11 +90,4 @@ class MaskSetCriterion(WeightedTerms, nn.Module):
             point_logits = point_sample(predicted, points)[:, 0]
             terms["loss_mask"] = sigmoid_ce_loss(point_logits, point_targets, num_masks)
             terms["loss_dice"] = dice_loss(point_logits, point_targets, num_masks)
-        if log_extras:
-            with torch.no_grad():
-                if len(matched_labels):
-                    correct = logits[batch_index, query_index].argmax(-1) == matched_labels
-                    terms["class_error"] = 100 - 100 * correct.float().mean()
-                else:
-                    terms["class_error"] = logits.new_zeros(())
         return terms

@@ -21,6 +21,34 @@ def num_targets_across_ranks(count: int, device: torch.device) -> float:
     return max(total.item() / world, 1.0)
 
 
+def class_terms(
+    logits: Tensor, matches: list, targets: list[dict], class_weight: Tensor, log_extras: bool
+) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
+    """Cross-entropy of every query (matched: its target's class, others: "no object", the
+    last class, weighted by ``class_weight``) and, with ``log_extras``, the class error (%) of
+    the matched queries. Returns the terms and the matched (batch, query) indices.
+
+    logits [B, Q, C+1] float; matches: per image (query indices, target indices).
+    """
+    device = logits.device
+    batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
+    batch_index, query_index = batch_index.to(device), torch.cat([q for q, _ in matches]).to(device)
+    matched_labels = torch.cat([t["labels"][j.to(t["labels"].device)]
+                                for t, (_, j) in zip(targets, matches)]).to(device)  # fmt: skip
+    target_classes = torch.full(logits.shape[:2], logits.shape[-1] - 1, dtype=torch.int64,
+                                device=device)  # fmt: skip
+    target_classes[batch_index, query_index] = matched_labels
+    terms = {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, class_weight)}
+    if log_extras:
+        with torch.no_grad():
+            if len(matched_labels):
+                correct = logits[batch_index, query_index].argmax(-1) == matched_labels
+                terms["class_error"] = 100 - 100 * correct.float().mean()
+            else:
+                terms["class_error"] = logits.new_zeros(())
+    return terms, (batch_index, query_index)
+
+
 class WeightedTerms:
     """Weights of named loss terms, auxiliary copies (``loss_dice_3``) included."""
 
@@ -92,18 +120,9 @@ class SetCriterion(WeightedTerms, nn.Module):
     ) -> dict[str, Tensor]:
         matches = self.matcher(outputs, targets)
         logits = outputs["pred_logits"].float()
-        device = logits.device
-        batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
-        batch_index = batch_index.to(device)
-        query_index = torch.cat([q for q, _ in matches]).to(device)
-        matched_labels = torch.cat([t["labels"][j.to(t["labels"].device)]
-                                    for t, (_, j) in zip(targets, matches)])  # fmt: skip
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
-                                    device=logits.device)  # fmt: skip
-        target_classes[batch_index, query_index] = matched_labels
-        terms = {
-            "loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, self.class_weight)
-        }
+        terms, (batch_index, query_index) = class_terms(
+            logits, matches, targets, self.class_weight, log_extras
+        )
 
         predicted = outputs["pred_boxes"][batch_index, query_index].float()
         matched_boxes = torch.cat([t["boxes"][j.to(t["boxes"].device)]
@@ -115,11 +134,6 @@ class SetCriterion(WeightedTerms, nn.Module):
         terms["loss_giou"] = (1 - torch.diag(giou)).sum() / num_boxes
         if log_extras:
             with torch.no_grad():
-                if len(matched_labels):
-                    correct = logits[batch_index, query_index].argmax(-1) == matched_labels
-                    terms["class_error"] = 100 - 100 * correct.float().mean()
-                else:
-                    terms["class_error"] = logits.new_zeros(())
                 predicted_count = (logits.argmax(-1) != self.num_classes).sum(1).float()
                 true_count = torch.tensor([float(len(t["labels"])) for t in targets],
                                           device=logits.device)  # fmt: skip

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from vistra.checkpoint import describe_for_inference
 from vistra.evaluation.coco import COCOEvaluator, detections_to_coco, tensor_image_ids
 from vistra.losses import HungarianMatcher, SetCriterion
 from vistra.models.detr import detr_postprocess
 from vistra.tasks.optim import cosine_with_warmup, training_steps
+from vistra.tasks.set_prediction import SetPredictionSteps
 
 CATEGORIES_KEY = "vistra_categories"
 
 
-class DetectionTask(L.LightningModule):
+class DetectionTask(SetPredictionSteps, L.LightningModule):
     """Set-prediction training of ``network`` (a ``DETR``) with COCO box AP at validation.
 
     Batches are ``(images [B,3,H,W], pixel_mask [B,H,W], targets)`` from
@@ -68,25 +69,6 @@ class DetectionTask(L.LightningModule):
         self.evaluator: COCOEvaluator | None = None
         self.category_ids: list[int] | None = None
         self.class_names: list[str] | None = None
-
-    def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
-        return self.network(images, pixel_mask)
-
-    def _step(self, batch, stage: str) -> tuple[Tensor, dict]:
-        images, pixel_mask, targets = batch
-        outputs = self.network(images, pixel_mask)
-        terms = self.criterion(outputs, targets)
-        loss = self.criterion.total(terms)
-        logged = {f"{stage}/{name}": value for name, value in terms.items()
-                  if not name[-1].isdigit()}  # fmt: skip
-        self.log_dict(logged, batch_size=len(targets), sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(targets),
-                 sync_dist=stage != "train")  # fmt: skip
-        return loss, outputs
-
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        loss, _ = self._step(batch, "train")
-        return loss
 
     # -- evaluation ----------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from vistra.models.mask2former.postprocess import (
     semantic_inference,
 )
 from vistra.tasks.optim import cosine_with_warmup, training_steps
+from vistra.tasks.set_prediction import SetPredictionSteps
 
 CATEGORIES_KEY = "vistra_categories"
 
@@ -45,7 +46,7 @@ def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> li
     return results
 
 
-class SegmentationTask(L.LightningModule):
+class SegmentationTask(SetPredictionSteps, L.LightningModule):
     """Mask2Former training (``network``: a ``Mask2Former``) with universal evaluation.
 
     Validation reports what the data allows: PQ / SQ / RQ (all, things, stuff) on COCO
@@ -99,25 +100,6 @@ class SegmentationTask(L.LightningModule):
         self.class_names: list[str] | None = None
         self.thing_labels: list[int] | None = None
         self.last_metrics: dict[str, float] = {}
-
-    def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
-        return self.network(images, pixel_mask)
-
-    def _step(self, batch, stage: str) -> tuple[Tensor, dict]:
-        images, pixel_mask, targets = batch
-        outputs = self.network(images, pixel_mask)
-        terms = self.criterion(outputs, targets)
-        loss = self.criterion.total(terms)
-        logged = {f"{stage}/{name}": value for name, value in terms.items()
-                  if not name[-1].isdigit()}  # fmt: skip
-        self.log_dict(logged, batch_size=len(targets), sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(targets),
-                 sync_dist=stage != "train")  # fmt: skip
-        return loss, outputs
-
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        loss, _ = self._step(batch, "train")
-        return loss
 
     # -- inference -------------------------------------------------------------------------------
 
