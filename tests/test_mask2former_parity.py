@@ -161,3 +161,87 @@ def test_hugging_face_swin_checkpoint_loads_and_matches():
         mine, theirs = ours(images), peer(pixel_values=images)
     assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4
     assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4
+
+
+def test_hugging_face_resnet_backbone_checkpoint_loads_and_matches():
+    config = transformers.Mask2FormerConfig(
+        backbone_config=transformers.ResNetConfig(
+            layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512],
+            embedding_size=64, out_features=["stage1", "stage2", "stage3", "stage4"]),
+        num_labels=5, feature_size=64, mask_feature_size=64, hidden_dim=64, encoder_layers=1,
+        encoder_feedforward_dim=96, decoder_layers=3, dim_feedforward=128, num_attention_heads=8,
+        num_queries=12,
+    )  # fmt: skip
+    peer = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    _randomize(peer, 6)
+    ours = Mask2Former(5, backbone="resnet18", dim=64, mask_dim=64, pixel_decoder_layers=1,
+                       pixel_ffn_dim=96, decoder_layers=2, ffn_dim=128, heads=8,
+                       num_queries=12).eval()  # fmt: skip
+    ours.load_state_dict(mask2former_state_dict_from_hf(peer.state_dict()), strict=True)
+    images = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        mine, theirs = ours(images), peer(pixel_values=images)
+    assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4
+    assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4
+
+
+def _detectron2_name(key: str) -> str:
+    """vistra -> detectron2 / Mask2Former repository names, written from their module layout."""
+    import re
+
+    rules = [
+        (r"^backbone\.body\.conv1\.weight$", "backbone.stem.conv1.weight"),
+        (r"^backbone\.body\.bn1\.", "backbone.stem.conv1.norm."),
+        (r"^backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.",
+         lambda m: f"backbone.res{int(m.group(1)) + 1}.{m.group(2)}.shortcut."),
+        (r"^backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.",
+         lambda m: f"backbone.res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.norm."),
+        (r"^backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.",
+         lambda m: f"backbone.res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}."),
+        (r"^backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.",
+         lambda m: f"backbone.res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.norm."),
+        (r"^pixel_decoder\.level_embed$", "sem_seg_head.pixel_decoder.transformer.level_embed"),
+        (r"^pixel_decoder\.layers\.", "sem_seg_head.pixel_decoder.transformer.encoder.layers."),
+        (r"^pixel_decoder\.lateral\.0\.", "sem_seg_head.pixel_decoder.adapter_1."),
+        (r"^pixel_decoder\.lateral\.1\.", "sem_seg_head.pixel_decoder.adapter_1.norm."),
+        (r"^pixel_decoder\.output\.0\.", "sem_seg_head.pixel_decoder.layer_1."),
+        (r"^pixel_decoder\.output\.1\.", "sem_seg_head.pixel_decoder.layer_1.norm."),
+        (r"^pixel_decoder\.", "sem_seg_head.pixel_decoder."),
+        (r"^decoder\.layers\.(\d+)\.cross_attn\.",
+         r"sem_seg_head.predictor.transformer_cross_attention_layers.\1.multihead_attn."),
+        (r"^decoder\.layers\.(\d+)\.norm1\.",
+         r"sem_seg_head.predictor.transformer_cross_attention_layers.\1.norm."),
+        (r"^decoder\.layers\.(\d+)\.self_attn\.",
+         r"sem_seg_head.predictor.transformer_self_attention_layers.\1.self_attn."),
+        (r"^decoder\.layers\.(\d+)\.norm2\.",
+         r"sem_seg_head.predictor.transformer_self_attention_layers.\1.norm."),
+        (r"^decoder\.layers\.(\d+)\.ffn\.", r"sem_seg_head.predictor.transformer_ffn_layers.\1."),
+        (r"^decoder\.layers\.(\d+)\.norm3\.",
+         r"sem_seg_head.predictor.transformer_ffn_layers.\1.norm."),
+        (r"^decoder\.", "sem_seg_head.predictor."),
+    ]  # fmt: skip
+    for pattern, replacement in rules:
+        renamed = re.sub(pattern, replacement, key)
+        if renamed != key:
+            return renamed
+    raise AssertionError(f"no detectron2 name for {key}")
+
+
+def test_original_repository_checkpoint_names_load(tmp_path):
+    """A checkpoint in the Mask2Former repository's layout (detectron2 ResNet, .pkl of numpy
+    arrays) loads strictly and gives the model it was written from."""
+    import pickle
+
+    from vistra.convert.mask2former import load_mask2former_weights
+
+    source = Mask2Former(5, backbone="resnet18", **SIZES).eval()
+    _randomize(source, 8)
+    original = {_detectron2_name(k): v.numpy() for k, v in source.state_dict().items()
+                if not k.endswith("num_batches_tracked")}  # fmt: skip
+    with open(tmp_path / "model_final.pkl", "wb") as file:
+        pickle.dump({"model": original, "__author__": "test"}, file)
+    loaded = load_mask2former_weights(Mask2Former(5, backbone="resnet18", **SIZES).eval(),
+                                      tmp_path / "model_final.pkl")  # fmt: skip
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["pred_masks"], source(images)["pred_masks"])

@@ -20,6 +20,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             from safetensors.torch import load_file
 
             state = load_file(str(path))
+        elif path.suffix == ".pkl":  # detectron2 model zoo: numpy arrays in a pickle
+            import pickle
+
+            import numpy as np
+
+            with open(path, "rb") as file:
+                data = pickle.load(file, encoding="latin1")  # noqa: S301 - the user's own file
+            data = data.get("model", data) if isinstance(data, dict) else data
+            state = {k: torch.from_numpy(np.asarray(v)) for k, v in data.items()
+                     if isinstance(v, np.ndarray)}  # fmt: skip
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any reader failure means a bad file

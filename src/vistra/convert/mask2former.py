@@ -5,10 +5,14 @@ Hugging Face (``Mask2FormerForUniversalSegmentation``): pixel decoder under
 ``class_predictor``; the decoder's self-attention has separate q/k/v projections, stacked here
 into ``in_proj_weight``.
 
-Original (facebookresearch/Mask2Former, detectron2 names): ``sem_seg_head.pixel_decoder.*`` and
-``sem_seg_head.predictor.*`` with ``nn.MultiheadAttention`` layouts; the three per-layer module
-lists (cross-attention, self-attention, FFN) are regrouped per layer.
+Original (facebookresearch/Mask2Former, detectron2 names, ``.pkl`` or ``.pth``):
+``sem_seg_head.pixel_decoder.*`` and ``sem_seg_head.predictor.*`` with ``nn.MultiheadAttention``
+layouts; the three per-layer module lists (cross-attention, self-attention, FFN) are regrouped
+per layer; detectron2's ResNet (``stem``, ``resN.M.convK`` + ``norm``, ``shortcut``) becomes
+timm's ResNet.
 
+Hugging Face ResNet backbones (``ResNetBackbone``: embedder / stages / layers) become timm's
+ResNet of the same depth (conv1 / bn1 / layerN.M.convK, bnK, downsample).
 Hugging Face Swin backbones (``SwinBackbone`` inside the checkpoint, transformers 4 or 5 names)
 become timm's Swin (q/k/v stacked into ``qkv``; patch merging moved from the end of a stage to the
 start of the next, as timm holds it; the per-stage output norms become ``backbone.out_norms``);
@@ -49,6 +53,21 @@ SWIN_RENAMES = [
     (r"(blocks\.\d+)\.output\.dense\.", r"\1.mlp.fc2."),
 ]  # fmt: skip
 
+RESNET_RENAMES = [
+    (r"^model\.pixel_level_module\.encoder\.embedder\.embedder\.convolution\.",
+     "backbone.body.conv1."),
+    (r"^model\.pixel_level_module\.encoder\.embedder\.embedder\.normalization\.",
+     "backbone.body.bn1."),
+    (r"^model\.pixel_level_module\.encoder\.encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\."
+     r"(convolution|normalization)\.",
+     lambda m: f"backbone.body.layer{int(m.group(1)) + 1}.{m.group(2)}.downsample."
+               f"{0 if m.group(3) == 'convolution' else 1}."),
+    (r"^model\.pixel_level_module\.encoder\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\."
+     r"(convolution|normalization)\.",
+     lambda m: f"backbone.body.layer{int(m.group(1)) + 1}.{m.group(2)}."
+               f"{'conv' if m.group(4) == 'convolution' else 'bn'}{int(m.group(3)) + 1}."),
+]  # fmt: skip
+
 HF_RENAMES = [
     (r"^model\.pixel_level_module\.encoder\.", "backbone.body."),
     (r"^model\.pixel_level_module\.decoder\.input_projections\.", "pixel_decoder.input_proj."),
@@ -76,6 +95,17 @@ HF_RENAMES = [
 ]  # fmt: skip
 
 ORIGINAL_RENAMES = [
+    # detectron2's ResNet (stride in the 3x3 conv, as Mask2Former's R50) -> timm's ResNet
+    (r"^backbone\.stem\.conv1\.weight$", "backbone.conv1.weight"),
+    (r"^backbone\.stem\.conv1\.norm\.", "backbone.bn1."),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.weight$",
+     lambda m: f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.downsample.0.weight"),
+    (r"^backbone\.res(\d)\.(\d+)\.shortcut\.norm\.",
+     lambda m: f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.downsample.1."),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.weight$",
+     lambda m: f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.conv{m.group(3)}.weight"),
+    (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.norm\.",
+     lambda m: f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.bn{m.group(3)}."),
     (r"^backbone\.", "backbone.body."),
     (r"^sem_seg_head\.pixel_decoder\.input_proj\.", "pixel_decoder.input_proj."),
     (r"^sem_seg_head\.pixel_decoder\.transformer\.level_embed$", "pixel_decoder.level_embed"),
@@ -122,6 +152,8 @@ def mask2former_state_dict_from_hf(state: dict[str, Tensor]) -> dict[str, Tensor
                                                                  "swin.layernorm.bias"))},
             SWIN_RENAMES,
         )  # fmt: skip
+    if any(".embedder.embedder." in key for key in state):  # HF's own ResNet backbone
+        state = _renamed(state, RESNET_RENAMES)
     renamed = _renamed(state, HF_RENAMES)
     fused = {}
     for key, value in renamed.items():
