@@ -155,13 +155,12 @@ def test_mask2former_learns_held_out_shapes(tmp_path):
     200 steps (about 2 minutes on 2 CPU cores)."""
     from vistra.cli import VistraCLI
 
-    shapes = write_shapes(tmp_path / "s", train=800, val=100, size=96, seed=3)
+    write_shapes(tmp_path / "s", train=800, val=100, size=96, seed=3)
     args = ["--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path / "run"),
             "--trainer.enable_progress_bar=false", "--trainer.max_epochs=4",
             "--trainer.check_val_every_n_epoch=4", *_data_args(tmp_path / "s")]  # fmt: skip
     before = VistraCLI(args=["validate", *args]).model.last_metrics
     after = VistraCLI(args=["fit", *args]).model.last_metrics
-    del shapes
     print(
         f"PQ {before['PQ']:.3f} -> {after['PQ']:.3f}, things {after['PQ_th']:.3f}, "
         f"stuff {after['PQ_st']:.3f}, mIoU {before['mIoU']:.3f} -> {after['mIoU']:.3f}"
