@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import peak_memory_mib, report_peak, seconds_per_call, table  # noqa: E402
@@ -51,8 +52,6 @@ class FullMaskCriterion(MaskSetCriterion):
                 cost = (-self.matcher.cost_class * probabilities[:, target["labels"]]
                         + self.matcher.cost_mask * pairwise_sigmoid_ce(predicted, truth)
                         + self.matcher.cost_dice * pairwise_dice(predicted, truth))  # fmt: skip
-                from scipy.optimize import linear_sum_assignment
-
                 rows, cols = linear_sum_assignment(cost.numpy())
                 matches.append((torch.as_tensor(rows), torch.as_tensor(cols)))
         batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])

@@ -176,16 +176,7 @@ def load_exported(path: str | Path):
     """A callable running an exported file on tensors -> tuple of tensors."""
     path = Path(path)
     if path.suffix == ".onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        inputs = [i.name for i in session.get_inputs()]
-
-        def run(*tensors):
-            feed = {name: t.numpy() for name, t in zip(inputs, tensors)}
-            return tuple(torch.from_numpy(np.asarray(o)) for o in session.run(None, feed))
-
-        return run
+        return _session_runner(_onnx_session(path))
     program = torch.export.load(str(path)).module()
 
     def run(*tensors):
@@ -196,11 +187,28 @@ def load_exported(path: str | Path):
     return run
 
 
-class OnnxNetwork:
-    """An ONNX file behind the interface ``Predictor`` uses (``forward_features`` / call)."""
+def _onnx_session(path: Path):
+    import onnxruntime
 
-    def __init__(self, path: str | Path, kind: str) -> None:
-        self.run, self.kind = load_exported(path), kind
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _session_runner(session):
+    inputs = [i.name for i in session.get_inputs()]
+
+    def run(*tensors):
+        feed = {name: t.numpy() for name, t in zip(inputs, tensors)}
+        return tuple(torch.from_numpy(np.asarray(o)) for o in session.run(None, feed))
+
+    return run
+
+
+class OnnxNetwork:
+    """An onnxruntime session behind the interface ``Predictor`` uses (``forward_features`` /
+    call)."""
+
+    def __init__(self, session, kind: str) -> None:
+        self.run, self.kind = _session_runner(session), kind
 
     def forward_features(self, images: Tensor) -> Tensor:
         return self.run(images)[0]
@@ -214,19 +222,18 @@ class OnnxNetwork:
 
 
 def predictor_from_onnx(path: str | Path) -> Predictor:
-    """A ``Predictor`` running an exported ``.onnx`` file with onnxruntime (no training stack)."""
-    import onnx
-
+    """A ``Predictor`` running an exported ``.onnx`` file with onnxruntime alone (the file is
+    read once; its ``vistra`` metadata says how to prepare images and read the outputs)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found")
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
+    session = _onnx_session(path)
+    props = session.get_modelmeta().custom_metadata_map
     if "vistra" not in props:
         raise ValueError(f"{path}: not exported by vistra (no 'vistra' metadata)")
     meta = json.loads(props["vistra"])
     kind = meta["kind"]
-    network = OnnxNetwork(path, kind)
+    network = OnnxNetwork(session, kind)
     # A linear probe's head is inside the graph: a classifier's graph returns logits.
     return Predictor(network, kind, meta["preprocess"], meta["names"], meta["category_ids"],
                      meta["thing_labels"])  # fmt: skip
