@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -63,3 +64,25 @@ def test_training_steps_counts_the_datamodule_loader():
     assert training_steps(trainer(limit_train_batches=4)) == (4, 12)
     assert training_steps(trainer(max_steps=20)) == (11, 20)
     assert training_steps(trainer(max_epochs=-1, max_steps=50)) == (11, 50)
+
+
+def test_adamw_is_fused_unless_the_trainer_clips_gradients():
+    from types import SimpleNamespace
+
+    from vistra.tasks.optim import fused_allowed
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    assert build_optimizer(model, "adamw", 1e-3, 0.05).defaults["fused"] is True
+    assert not build_optimizer(model, "adamw", 1e-3, 0.05, fused=False).defaults["fused"]
+    assert fused_allowed(SimpleNamespace(gradient_clip_val=None))
+    assert not fused_allowed(SimpleNamespace(gradient_clip_val=0.1))
+    # The fused step is the same update as the loop over parameters.
+    reference = copy.deepcopy(model)
+    for net, fused in ((model, True), (reference, False)):
+        optimizer = build_optimizer(net, "adamw", 1e-2, 0.05, fused=fused)
+        for _ in range(3):
+            optimizer.zero_grad()
+            net(torch.ones(2, 4)).pow(2).sum().backward()
+            optimizer.step()
+    for mine, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine, theirs)

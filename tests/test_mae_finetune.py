@@ -79,3 +79,18 @@ def test_finetune_from_a_vistra_pretraining_checkpoint(tmp_path):
     # Three steps moved the weights away from, but not far from, the pre-trained ones.
     difference = (tuned.blocks[0].attn.qkv.weight - encoder["blocks.0.attn.qkv.weight"]).abs()
     assert 0 < difference.max() < 0.05
+
+
+def test_encoder_of_another_depth_is_refused(mae_file, tmp_path):
+    _, twelve_blocks = mae_file
+    with pytest.raises(ValueError, match="unexpected"):
+        ViTClassifier(10, "tiny", 32, 8, depth=4, checkpoint=str(twelve_blocks))
+    shallow = MaskedAutoencoder("tiny", image_size=32, patch_size=8, decoder_depth=1, depth=2)
+    vistra_file = tmp_path / "shallow.ckpt"
+    state = {f"network.{k}": v for k, v in shallow.state_dict().items()}
+    torch.save({"vistra_network": {}, "state_dict": state}, vistra_file)
+    with pytest.raises(ValueError, match=r"depth differs\?.*missing \['blocks.10"):
+        ViTClassifier(10, "tiny", 32, 8, checkpoint=str(vistra_file))
+    assert (
+        len(ViTClassifier(10, "tiny", 32, 8, depth=2, checkpoint=str(vistra_file)).vit.blocks) == 2
+    )

@@ -245,3 +245,78 @@ def test_original_repository_checkpoint_names_load(tmp_path):
     images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         torch.testing.assert_close(loaded(images)["pred_masks"], source(images)["pred_masks"])
+
+
+def _swin_repository_names(hf_state: dict) -> dict:
+    """A Hugging Face Swin backbone's weights under the Swin repository's (D2SwinTransformer's)
+    names, written from that module layout: q/k/v stacked in ``attn.qkv``, patch merging at the
+    end of its stage, output norms ``normN``, plus the ``relative_position_index`` buffers."""
+    import re
+
+    prefix = "model.pixel_level_module.encoder."
+    rules = [
+        (r"^swin\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+        (r"^swin\.embeddings\.norm\.", "patch_embed.norm."),
+        (r"^hidden_states_norms\.stage(\d)\.", lambda m: f"norm{int(m.group(1)) - 1}."),
+        (r"^swin\.encoder\.layers\.", "layers."),
+        (r"\.attention\.o_proj\.", ".attn.proj."),
+        (r"\.attention\.relative_position_bias\.", ".attn."),
+        (r"\.layernorm_before\.", ".norm1."),
+        (r"\.layernorm_after\.", ".norm2."),
+    ]  # fmt: skip
+    out = {}
+    for key, value in hf_state.items():
+        if not key.startswith(prefix) or key.startswith(prefix + "swin.layernorm."):
+            continue
+        name = key[len(prefix) :]
+        for pattern, replacement in rules:
+            name = re.sub(pattern, replacement, name)
+        projection = re.match(r"(.*)\.attention\.([qkv])_proj\.(weight|bias)$", name)
+        if projection is None:
+            out[f"backbone.{name}"] = value
+        elif projection.group(2) == "q":
+            block, kind = projection.group(1), projection.group(3)
+            parts = [hf_state[f"{prefix}swin.encoder.{block}.attention.{p}_proj.{kind}"]
+                     for p in "qkv"]  # fmt: skip
+            out[f"backbone.{block}.attn.qkv.{kind}"] = torch.cat(parts)
+    for key in [k for k in out if k.endswith("relative_position_bias_table")]:
+        out[key.replace("relative_position_bias_table", "relative_position_index")] = torch.zeros(
+            49, 49, dtype=torch.long
+        )
+    return out
+
+
+def test_original_repository_swin_checkpoint_loads_and_matches_hugging_face(tmp_path):
+    """The Mask2Former repository's Swin checkpoints (D2SwinTransformer names): an HF model's
+    Swin weights renamed to that layout, its heads to detectron2's, load into vistra's model on
+    timm's Swin and give the HF model's logits."""
+    from vistra.convert.mask2former import load_mask2former_weights
+
+    swin = dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7)
+    config = transformers.Mask2FormerConfig(
+        backbone_config=dict(model_type="swin", **swin,
+                             out_features=["stage1", "stage2", "stage3", "stage4"]),
+        num_labels=5, feature_size=64, mask_feature_size=64, hidden_dim=64, encoder_layers=1,
+        encoder_feedforward_dim=96, decoder_layers=3, dim_feedforward=128, num_attention_heads=8,
+        num_queries=12,
+    )  # fmt: skip
+    peer = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    _randomize(peer, 10)
+    build = lambda: Mask2Former(  # noqa: E731
+        5, backbone="swin_tiny_patch4_window7_224", dim=64, mask_dim=64, pixel_decoder_layers=1,
+        pixel_ffn_dim=96, decoder_layers=2, ffn_dim=128, heads=8, num_queries=12,
+        backbone_options=dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
+                              window_size=7, dynamic_img_size=True),
+    ).eval()  # fmt: skip
+    heads = build()
+    heads.load_state_dict(mask2former_state_dict_from_hf(peer.state_dict()))
+    original = _swin_repository_names(peer.state_dict())
+    original |= {_detectron2_name(k): v for k, v in heads.state_dict().items()
+                 if not k.startswith("backbone.")}  # fmt: skip
+    torch.save({"model": original}, tmp_path / "model_final_swin.pth")
+    loaded = load_mask2former_weights(build(), tmp_path / "model_final_swin.pth")
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        mine, theirs = loaded(images), peer(pixel_values=images)
+    assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4
+    assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4

@@ -2,12 +2,13 @@
 
 Each demo pre-trains on the digits, trains a linear probe on cached features of the frozen
 encoder and the same probe on a random encoder of the same architecture, prints the numbers
-and writes ``embeddings.png`` (PCA of held-out encoder features, random vs trained); MAE also
-writes its reconstruction grids.
+and writes ``embeddings.png`` (PCA of held-out encoder features, random vs trained) and
+``results.json`` (the numbers); MAE also writes its reconstruction grids.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -93,6 +94,8 @@ def pretrain_and_probe(name: str, out: Path, *extra_args: str) -> dict:
         ("checkpoint", stage1),
         ("picture", results["picture"]),
     ]
+    numbers = {k: v for k, v in results.items() if isinstance(v, (int, float, str))}
+    (out / "results.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print(f"\n{title} on digits (held-out split, {len(datamodule.val_source)} images)")
     print("\n".join(f"  {label:<37}{value}" for label, value in rows))
     return results

@@ -9,7 +9,9 @@ Original (facebookresearch/Mask2Former, detectron2 names, ``.pkl`` or ``.pth``):
 ``sem_seg_head.pixel_decoder.*`` and ``sem_seg_head.predictor.*`` with ``nn.MultiheadAttention``
 layouts; the three per-layer module lists (cross-attention, self-attention, FFN) are regrouped
 per layer; detectron2's ResNet (``stem``, ``resN.M.convK`` + ``norm``, ``shortcut``) becomes
-timm's ResNet.
+timm's ResNet, and its ``D2SwinTransformer`` (``backbone.layers.N.blocks.M.attn.qkv``, patch
+merging ``layers.N.downsample`` at the end of a stage, output norms ``backbone.normN``) becomes
+timm's Swin, built as for the Hugging Face Swin checkpoints below.
 
 Hugging Face ResNet backbones (``ResNetBackbone``: embedder / stages / layers) become timm's
 ResNet of the same depth (conv1 / bn1 / layerN.M.convK, bnK, downsample).
@@ -106,7 +108,13 @@ ORIGINAL_RENAMES = [
      lambda m: f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.conv{m.group(3)}.weight"),
     (r"^backbone\.res(\d)\.(\d+)\.conv(\d)\.norm\.",
      lambda m: f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.bn{m.group(3)}."),
-    (r"^backbone\.", "backbone.body."),
+    # D2SwinTransformer (the Swin repository's names) -> timm's Swin: patch merging moves from
+    # the end of stage i to the start of stage i + 1; the per-stage output norms "norm{i}".
+    (r"^backbone\.norm(\d)\.", r"backbone.out_norms.\1."),
+    (r"^backbone\.layers\.(\d+)\.downsample\.",
+     lambda m: f"backbone.layers_{int(m.group(1)) + 1}.downsample."),
+    (r"^backbone\.layers\.(\d+)\.blocks\.", r"backbone.layers_\1.blocks."),
+    (r"^backbone\.(?!out_norms\.)", "backbone.body."),
     (r"^sem_seg_head\.pixel_decoder\.input_proj\.", "pixel_decoder.input_proj."),
     (r"^sem_seg_head\.pixel_decoder\.transformer\.level_embed$", "pixel_decoder.level_embed"),
     (r"^sem_seg_head\.pixel_decoder\.transformer\.encoder\.layers\.", "pixel_decoder.layers."),
@@ -169,6 +177,9 @@ def mask2former_state_dict_from_hf(state: dict[str, Tensor]) -> dict[str, Tensor
 
 
 def mask2former_state_dict_from_original(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    # Swin's relative_position_index and attn_mask are buffers timm rebuilds from the sizes.
+    state = {k: v for k, v in state.items() if not k.endswith(("relative_position_index",
+                                                                "attn_mask"))}  # fmt: skip
     renamed = _renamed(state, ORIGINAL_RENAMES)
     # detectron2 names the pixel decoder's input projections "input_proj.N.0/1" as well, and the
     # deformable layers' FFN / norms "linear1/2", "norm1/2": the same as vistra's.

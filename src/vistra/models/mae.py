@@ -147,6 +147,7 @@ class MaskedAutoencoder(nn.Module):
         norm_pix_loss: per-patch normalised target (paper default for its best results).
         mlp_ratio: MLP hidden width / width for encoder and decoder blocks.
         in_chans: input channels.
+        depth: encoder blocks instead of the preset's (small experiments and tests).
     """
 
     def __init__(
@@ -161,6 +162,7 @@ class MaskedAutoencoder(nn.Module):
         norm_pix_loss: bool = True,
         mlp_ratio: float = 4.0,
         in_chans: int = 3,
+        depth: int | None = None,
     ) -> None:
         super().__init__()
         if size not in PRESETS:
@@ -172,9 +174,12 @@ class MaskedAutoencoder(nn.Module):
         self.config = dict(
             size=size, image_size=image_size, patch_size=patch_size, decoder_width=decoder_width,
             decoder_depth=decoder_depth, decoder_heads=decoder_heads, mask_ratio=mask_ratio,
-            norm_pix_loss=norm_pix_loss, mlp_ratio=mlp_ratio, in_chans=in_chans,
+            norm_pix_loss=norm_pix_loss, mlp_ratio=mlp_ratio, in_chans=in_chans, depth=depth,
         )  # fmt: skip
-        width, depth, heads = PRESETS[size]
+        width, preset_depth, heads = PRESETS[size]
+        depth = preset_depth if depth is None else depth
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
         self.patch_size, self.mask_ratio, self.norm_pix_loss = patch_size, mask_ratio, norm_pix_loss
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.num_features = width

@@ -31,6 +31,7 @@ class ViTClassifier(nn.Module):
         drop_path: stochastic depth rate (paper: 0.1 for ViT-B, 0.2 for L/H).
         trainable_blocks: partial fine-tuning: train only the last k blocks (and the head and
             its norm); None trains everything.
+        depth: encoder blocks instead of the preset's (as ``MaskedAutoencoder``'s ``depth``).
         checkpoint: weights to start from: a vistra MAE checkpoint, the MAE repository's
             ``mae_pretrain_*.pth`` or a Hugging Face ViTMAE checkpoint (encoder only).
     """
@@ -47,19 +48,21 @@ class ViTClassifier(nn.Module):
         checkpoint: str | None = None,
         mlp_ratio: float = 4.0,
         in_chans: int = 3,
+        depth: int | None = None,
     ) -> None:
         super().__init__()
         if size not in PRESETS:
             raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
         if global_pool not in ("avg", "token"):
             raise ValueError(f"global_pool must be 'avg' or 'token', got {global_pool!r}")
-        width, depth, heads = PRESETS[size]
+        width, preset_depth, heads = PRESETS[size]
+        depth = preset_depth if depth is None else depth
         if trainable_blocks is not None and not 0 <= trainable_blocks <= depth:
             raise ValueError(f"trainable_blocks must be in 0..{depth}, got {trainable_blocks}")
         self.config = dict(
             num_classes=num_classes, size=size, image_size=image_size, patch_size=patch_size,
             global_pool=global_pool, drop_path=drop_path, trainable_blocks=trainable_blocks,
-            checkpoint=None, mlp_ratio=mlp_ratio, in_chans=in_chans,
+            checkpoint=None, mlp_ratio=mlp_ratio, in_chans=in_chans, depth=depth,
         )  # fmt: skip
         self.vit = VisionTransformer(
             img_size=image_size,
@@ -87,6 +90,16 @@ class ViTClassifier(nn.Module):
         """Copy a pre-trained MAE encoder in (decoder and heads of the file are ignored)."""
         state = _mae_encoder_state(path, self.config)
         target = self.vit.state_dict()
+        # "norm." is absent on purpose with global_pool="avg" (fc_norm replaces it).
+        blocks_only = lambda keys: {k for k in keys if k.startswith(("blocks.", "patch_embed."))}  # noqa: E731
+        missing = sorted(blocks_only(target) - set(state))
+        unexpected = sorted(blocks_only(state) - set(target))
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: the encoder does not match the classifier (depth differs?); "
+                f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
+                f"unexpected {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}"
+            )
         for key, value in state.items():
             if key.startswith(ENCODER_PREFIXES) and key in target:
                 if target[key].shape != value.shape:
@@ -144,6 +157,7 @@ def _mae_encoder_state(path: str | Path, config: dict) -> dict[str, Tensor]:
     from vistra.models.mae import MaskedAutoencoder
 
     donor = MaskedAutoencoder(config["size"], config["image_size"], config["patch_size"],
-                              decoder_depth=1, in_chans=config["in_chans"])  # fmt: skip
+                              decoder_depth=1, in_chans=config["in_chans"],
+                              depth=config["depth"])  # fmt: skip
     load_mae_weights(donor, path, encoder_only=True)
     return donor.state_dict()

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vistra.checkpoint import describe_for_inference, load_network
-from vistra.tasks.optim import build_optimizer, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
 class AccuracyMetrics:
@@ -100,7 +100,8 @@ class LinearProbe(AccuracyMetrics, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum,
+                                    fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

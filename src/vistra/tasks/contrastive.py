@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from vistra.checkpoint import describe_for_inference
 from vistra.losses.supcon import SupConLoss
 from vistra.tasks.knn_monitor import KNNMonitor
-from vistra.tasks.optim import build_optimizer, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
 class ContrastivePretraining(KNNMonitor, L.LightningModule):
@@ -60,7 +60,8 @@ class ContrastivePretraining(KNNMonitor, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = build_optimizer(self.network, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        optimizer = build_optimizer(self.network, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum,
+                                    fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from vistra.checkpoint import describe_for_inference
 from vistra.tasks.classification import AccuracyMetrics
-from vistra.tasks.optim import build_optimizer, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
 class FineTuning(AccuracyMetrics, L.LightningModule):
@@ -97,7 +97,8 @@ class FineTuning(AccuracyMetrics, L.LightningModule):
         global_batch = batch * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = hp.base_lr * global_batch / 256
         optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas,
-                                    layer_decay=hp.layer_decay)  # fmt: skip
+                                    layer_decay=hp.layer_decay,
+                                    fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

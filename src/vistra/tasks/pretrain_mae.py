@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from vistra.checkpoint import describe_for_inference
 from vistra.tasks.knn_monitor import KNNMonitor
-from vistra.tasks.optim import build_optimizer, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
 class MAEPretraining(KNNMonitor, L.LightningModule):
@@ -99,7 +99,8 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
             * self.trainer.accumulate_grad_batches
         )
         lr = hp.base_lr * global_batch / 256
-        optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas)
+        optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas,
+                                    fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

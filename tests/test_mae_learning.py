@@ -1,0 +1,20 @@
+"""MAE learns on built-in data: the reconstruction loss falls, and a linear probe on its frozen
+features beats the same probe on a random encoder of the same architecture."""
+
+from vistra.demo import pretrain_and_probe
+
+# ViT-Tiny width with 4 blocks instead of 12 (the demo's 12 take twice as long), 55 epochs of
+# 11 steps of 128 digits: about 3 minutes on 2 CPU cores.
+SHORTER = [
+    "--model.init_args.network.init_args.depth=4",
+    "--trainer.max_epochs=55",
+    "--trainer.check_val_every_n_epoch=55",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def test_pretraining_halves_the_loss_and_its_features_beat_a_random_encoder(tmp_path):
+    results = pretrain_and_probe("mae", tmp_path, *SHORTER)
+    assert results["train_loss_last"] < 0.5 * results["train_loss_first"]
+    # Measured 0.928 against 0.886 (random ViT, same probe) on the held-out digits.
+    assert results["probe_top1"] > results["random_probe_top1"] + 0.025
