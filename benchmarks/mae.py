@@ -5,10 +5,13 @@
    Both use fused AdamW (the Hugging Face Trainer's default optimizer with torch >= 2.8).
 2. The paper's ablation: the same step with the mask tokens fed through the encoder (all 196
    patches encoded) against the visible-only encoder — the pre-training speed-up — at ViT-B
-   and at ViT-L (the paper's 2.8-4.1x is measured on ViT-L), batch 8, float32.
+   and at ViT-L (the paper's 2.8-4.1x is measured on ViT-L), batch 8 (ViT-L also 16: at 32
+   the parent and the peak-memory child together need more than 24 GiB), float32.
 3. Achieved FLOP/s (torch.utils.flop_counter) against this machine's measured matmul peak.
 
-Run: .venv/bin/python benchmarks/mae.py [--quick]   (--quick: batch 8 only, no ViT-L)
+Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation]
+(--quick: batch 8 only, no ViT-L; --ablation: only the ViT-L batch-16 ablation). Each part's
+rows are printed as soon as they are measured, the whole table at the end.
 """
 
 from __future__ import annotations
@@ -114,22 +117,31 @@ def ratio_row(label: str, value: float) -> list:
     return [f"  {label}", "", "", f"{value:.2f}x", "", "", ""]
 
 
-def main(quick: bool) -> None:
+HEADER = ["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak"]
+
+
+def main(quick: bool, only_ablation: bool = False) -> None:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {IMAGE}px, patch {PATCH}\n")
     peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f}, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s\n")
     rows = []
-    for batch in (8,) if quick else (8, 32):
+    for batch in () if only_ablation else (8,) if quick else (8, 32):
         for precision in PRECISIONS:
             ours, row = run_case("vistra", "base", batch, precision, peaks)
             peer, peer_row = run_case("hf", "base", batch, precision, peaks)
             rows += [row, peer_row, ratio_row("hf / vistra time", peer / ours)]
-    for size in ("base",) if quick else ("base", "large"):
-        visible, row = run_case("vistra", size, 8, "fp32", peaks)
-        encode_all, all_row = run_case("vistra-encode-all", size, 8, "fp32", peaks)
+            print(table(HEADER, rows[-3:]), flush=True)
+    ablations = [("base", 8)] if quick else [("base", 8), ("large", 8), ("large", 16)]
+    if only_ablation:
+        ablations, rows = [("large", 16)], []
+    for size, batch in ablations:
+        visible, row = run_case("vistra", size, batch, "fp32", peaks)
+        encode_all, all_row = run_case("vistra-encode-all", size, batch, "fp32", peaks)
         rows += [row, all_row, ratio_row("encode-all / visible-only", encode_all / visible)]
-    print(table(["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak"], rows))
+        print(table(HEADER, rows[-3:]), flush=True)
+    if not only_ablation:
+        print(table(HEADER, rows))
 
 
 if __name__ == "__main__":
@@ -137,4 +149,4 @@ if __name__ == "__main__":
         which, size, batch, precision = sys.argv[2].split(":")
         report_peak(lambda: make_step(which, size, int(batch), PRECISIONS[precision]))
     else:
-        main(quick="--quick" in sys.argv)
+        main(quick="--quick" in sys.argv, only_ablation="--ablation" in sys.argv)

@@ -74,8 +74,9 @@ def test_adamw_is_fused_unless_the_trainer_clips_gradients():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     assert build_optimizer(model, "adamw", 1e-3, 0.05).defaults["fused"] is True
     assert not build_optimizer(model, "adamw", 1e-3, 0.05, fused=False).defaults["fused"]
-    assert fused_allowed(SimpleNamespace(gradient_clip_val=None))
-    assert not fused_allowed(SimpleNamespace(gradient_clip_val=0.1))
+    assert fused_allowed(SimpleNamespace(gradient_clip_val=None, precision="bf16-mixed"))
+    assert fused_allowed(SimpleNamespace(gradient_clip_val=0.1, precision="32-true"))
+    assert not fused_allowed(SimpleNamespace(gradient_clip_val=0.1, precision="16-mixed"))
     # The fused step is the same update as the loop over parameters.
     reference = copy.deepcopy(model)
     for net, fused in ((model, True), (reference, False)):

@@ -13,7 +13,7 @@ from vistra.checkpoint import describe_for_inference
 from vistra.evaluation.coco import COCOEvaluator, detections_to_coco, tensor_image_ids
 from vistra.losses import HungarianMatcher, SetCriterion
 from vistra.models.detr import detr_postprocess
-from vistra.tasks.optim import cosine_with_warmup, training_steps
+from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
 
 CATEGORIES_KEY = "vistra_categories"
@@ -202,7 +202,7 @@ class DetectionTask(SetPredictionSteps, L.LightningModule):
         groups = [{"params": rest, "lr": hp.lr}]
         if backbone:
             groups.append({"params": backbone, "lr": hp.lr_backbone})
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer = adamw(groups, self.trainer, lr=hp.lr, weight_decay=hp.weight_decay)
         steps_per_epoch, total_steps = training_steps(self.trainer)
         if hp.schedule == "cosine":
             schedule = cosine_with_warmup(optimizer, hp.warmup_steps, total_steps)

@@ -22,7 +22,7 @@ from vistra.models.mask2former.postprocess import (
     resize_mask_logits,
     semantic_inference,
 )
-from vistra.tasks.optim import cosine_with_warmup, training_steps
+from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
 
 CATEGORIES_KEY = "vistra_categories"
@@ -327,7 +327,7 @@ class SegmentationTask(SetPredictionSteps, L.LightningModule):
                   {"params": no_decay, "lr": hp.lr, "weight_decay": 0.0}]  # fmt: skip
         if backbone:
             groups.append({"params": backbone, "lr": hp.lr * hp.backbone_multiplier})
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer = adamw(groups, self.trainer, lr=hp.lr, weight_decay=hp.weight_decay)
         _, total_steps = training_steps(self.trainer)
         if hp.schedule == "cosine":
             schedule = cosine_with_warmup(optimizer, hp.warmup_steps, total_steps)
