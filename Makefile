@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/vistra demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

@@ -134,9 +134,8 @@ def test_point_sampled_loss_matches_hugging_face_with_the_same_points():
     assert criterion.weight_of("loss_dice_2") == 5.0 and criterion.weight_of("loss_ce") == 2.0
 
 
-def test_hugging_face_swin_checkpoint_loads_and_matches():
-    """A whole HF Mask2Former with a Swin backbone (random weights) converted into vistra's
-    Mask2Former on timm's Swin gives the same logits: the Swin converter is right too."""
+def _hf_swin_model(seed: int):
+    """A small random HF Mask2Former on a Swin backbone."""
     swin = dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7)
     config = transformers.Mask2FormerConfig(
         backbone_config=dict(model_type="swin", **swin,
@@ -146,13 +145,24 @@ def test_hugging_face_swin_checkpoint_loads_and_matches():
         num_queries=12,
     )  # fmt: skip
     peer = transformers.Mask2FormerForUniversalSegmentation(config).eval()
-    _randomize(peer, 4)
-    ours = Mask2Former(
+    _randomize(peer, seed)
+    return peer
+
+
+def _vistra_swin_model() -> Mask2Former:
+    """vistra's Mask2Former of ``_hf_swin_model``'s sizes on timm's Swin."""
+    return Mask2Former(
         5, backbone="swin_tiny_patch4_window7_224", dim=64, mask_dim=64, pixel_decoder_layers=1,
         pixel_ffn_dim=96, decoder_layers=2, ffn_dim=128, heads=8, num_queries=12,
         backbone_options=dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
                               window_size=7, dynamic_img_size=True),
     ).eval()  # fmt: skip
+
+
+def test_hugging_face_swin_checkpoint_loads_and_matches():
+    """A whole HF Mask2Former with a Swin backbone (random weights) converted into vistra's
+    Mask2Former on timm's Swin gives the same logits: the Swin converter is right too."""
+    peer, ours = _hf_swin_model(4), _vistra_swin_model()
     ours.load_state_dict(mask2former_state_dict_from_hf(peer.state_dict()), strict=True)
     # A size whose Swin maps are window multiples at every stage: where they are not, HF pads
     # each stage to the window size while timm's dynamic-size Swin does not (see README).
@@ -292,29 +302,14 @@ def test_original_repository_swin_checkpoint_loads_and_matches_hugging_face(tmp_
     timm's Swin and give the HF model's logits."""
     from vistra.convert.mask2former import load_mask2former_weights
 
-    swin = dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7)
-    config = transformers.Mask2FormerConfig(
-        backbone_config=dict(model_type="swin", **swin,
-                             out_features=["stage1", "stage2", "stage3", "stage4"]),
-        num_labels=5, feature_size=64, mask_feature_size=64, hidden_dim=64, encoder_layers=1,
-        encoder_feedforward_dim=96, decoder_layers=3, dim_feedforward=128, num_attention_heads=8,
-        num_queries=12,
-    )  # fmt: skip
-    peer = transformers.Mask2FormerForUniversalSegmentation(config).eval()
-    _randomize(peer, 10)
-    build = lambda: Mask2Former(  # noqa: E731
-        5, backbone="swin_tiny_patch4_window7_224", dim=64, mask_dim=64, pixel_decoder_layers=1,
-        pixel_ffn_dim=96, decoder_layers=2, ffn_dim=128, heads=8, num_queries=12,
-        backbone_options=dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
-                              window_size=7, dynamic_img_size=True),
-    ).eval()  # fmt: skip
-    heads = build()
+    peer = _hf_swin_model(10)
+    heads = _vistra_swin_model()
     heads.load_state_dict(mask2former_state_dict_from_hf(peer.state_dict()))
     original = _swin_repository_names(peer.state_dict())
     original |= {_detectron2_name(k): v for k, v in heads.state_dict().items()
                  if not k.startswith("backbone.")}  # fmt: skip
     torch.save({"model": original}, tmp_path / "model_final_swin.pth")
-    loaded = load_mask2former_weights(build(), tmp_path / "model_final_swin.pth")
+    loaded = load_mask2former_weights(_vistra_swin_model(), tmp_path / "model_final_swin.pth")
     images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         mine, theirs = loaded(images), peer(pixel_values=images)
