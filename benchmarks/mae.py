@@ -8,10 +8,12 @@
    and at ViT-L (the paper's 2.8-4.1x is measured on ViT-L), batch 8 (ViT-L also 16: at 32
    the parent and the peak-memory child together need more than 24 GiB), float32.
 3. Achieved FLOP/s (torch.utils.flop_counter) against this machine's measured matmul peak.
+4. AdamW's step alone over the same parameters: per-parameter loop, foreach, fused.
 
-Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation]
-(--quick: batch 8 only, no ViT-L; --ablation: only the ViT-L batch-16 ablation). Each part's
-rows are printed as soon as they are measured, the whole table at the end.
+Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation | --optimizer]
+(--quick: batch 8 only, no ViT-L; --ablation: only the ViT-L batch-16 ablation; --optimizer:
+only part 4). Each part's rows are printed as soon as they are measured, the whole table at
+the end.
 """
 
 from __future__ import annotations
@@ -120,6 +122,21 @@ def ratio_row(label: str, value: float) -> list:
 HEADER = ["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak"]
 
 
+def optimizer_table() -> str:
+    """AdamW's step alone over the ViT-B/16 MAE's parameters: the loop, foreach and fused."""
+    parameters = list(MaskedAutoencoder("base", IMAGE, PATCH).parameters())
+    for parameter in parameters:
+        parameter.grad = torch.randn_like(parameter) * 1e-3
+    rows = []
+    for name, options in (("loop", {"foreach": False}), ("foreach", {"foreach": True}),
+                          ("fused", {"fused": True})):  # fmt: skip
+        optimizer = torch.optim.AdamW(parameters, lr=1e-4, **options)
+        seconds = seconds_per_call(optimizer.step, warmup=2, repeat=5)
+        rows.append([f"AdamW {name}", f"{sum(p.numel() for p in parameters) / 1e6:.0f} M",
+                     f"{seconds * 1e3:.0f}"])  # fmt: skip
+    return table(["optimizer step", "parameters", "ms / step"], rows)
+
+
 def main(quick: bool, only_ablation: bool = False) -> None:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {IMAGE}px, patch {PATCH}\n")
@@ -142,11 +159,14 @@ def main(quick: bool, only_ablation: bool = False) -> None:
         print(table(HEADER, rows[-3:]), flush=True)
     if not only_ablation:
         print(table(HEADER, rows))
+        print(optimizer_table())
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--peak":
         which, size, batch, precision = sys.argv[2].split(":")
         report_peak(lambda: make_step(which, size, int(batch), PRECISIONS[precision]))
+    elif "--optimizer" in sys.argv:
+        print(optimizer_table())
     else:
         main(quick="--quick" in sys.argv, only_ablation="--ablation" in sys.argv)
