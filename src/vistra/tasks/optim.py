@@ -46,7 +46,7 @@ def build_optimizer(
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "lars":
         return Lars(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    fused = fused and _fused_kernel_for(module)
+    fused = fused and _fused_kernel_for(params)
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused)
 
 
@@ -64,16 +64,12 @@ def fused_allowed(trainer) -> bool:
     return "mixed" not in str(trainer.precision)
 
 
-def _fused_kernel_for(module: nn.Module | list) -> bool:
-    if isinstance(module, nn.Module):
-        params = list(module.parameters())
-    else:
-        params = [p for group in module for p in (group["params"] if isinstance(group, dict)
-                                                   else [group])]  # fmt: skip
+def _fused_kernel_for(params: list) -> bool:
+    """Whether every tensor in ``params`` (tensors or param groups) can take the fused step."""
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
     supported = ("cpu", "cuda", "mps", "xpu")
-    return bool(params) and all(
-        p.device.type in supported and p.is_floating_point() for p in params
-    )
+    return bool(tensors) and all(p.device.type in supported and p.is_floating_point()
+                                 for p in tensors)  # fmt: skip
 
 
 def param_groups_layer_decay(
