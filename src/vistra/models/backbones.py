@@ -73,9 +73,32 @@ def create_feature_backbone(
             raise FileNotFoundError(f"{checkpoint}: backbone checkpoint not found")
         options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
     backbone = timm.create_model(name, **options)
+    if checkpoint is not None:
+        _warn_missing_weights(backbone, checkpoint)
     if frozen_batchnorm:
         backbone = timm.layers.freeze_batch_norm_2d(backbone)
     for parameter_name, parameter in backbone.named_parameters():
         if parameter_name.startswith(tuple(frozen_prefixes)):
             parameter.requires_grad_(False)
     return backbone
+
+
+def _warn_missing_weights(backbone: nn.Module, checkpoint: str) -> None:
+    """timm loads backbone files non-strictly (heads and unused stages are dropped): say which
+    of the backbone's own weights the file did not have, as they stay random."""
+    import warnings
+
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        state = state.get(wrapper, state) if isinstance(state, dict) else state
+    stored = set(state) if isinstance(state, dict) else set()
+    derived = ("num_batches_tracked", "position_index")  # buffers rebuilt, never loaded
+    missing = [k for k in backbone.state_dict() if k not in stored and not k.endswith(derived)]
+    if missing:
+        warnings.warn(
+            f"{checkpoint}: {len(missing)} backbone weights not in the file stay random "
+            f"(e.g. {', '.join(missing[:4])})",
+            stacklevel=3,
+        )
