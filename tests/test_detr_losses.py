@@ -10,6 +10,7 @@ import torch
 from torchvision.ops import box_convert, generalized_box_iou
 
 from vistra.losses import HungarianMatcher, SetCriterion
+from vistra.losses.matcher import pairwise_generalized_box_iou
 
 
 def _random_case(seed: int, queries: int, targets: int, classes: int = 3):
@@ -106,3 +107,14 @@ def test_bad_hyper_parameters_raise():
         HungarianMatcher(0, 0, 0)
     with pytest.raises(ValueError):
         SetCriterion(3, eos_coef=2.0)
+
+
+def test_batched_generalized_box_iou_equals_torchvision_per_image():
+    generator = torch.Generator().manual_seed(3)
+    cxcywh = [torch.rand(4, n, 4, generator=generator) * 0.5 + 0.1 for n in (7, 5)]
+    first, second = (box_convert(b, "cxcywh", "xyxy") for b in cxcywh)
+    batched = pairwise_generalized_box_iou(first, second)
+    assert batched.shape == (4, 7, 5)
+    for image in range(4):
+        expected = generalized_box_iou(first[image], second[image])
+        torch.testing.assert_close(batched[image], expected, rtol=0, atol=1e-6)

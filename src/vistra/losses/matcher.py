@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou
+from torchvision.ops import box_convert
 
 
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to targets by the cheapest total matching cost.
 
     cost = cost_class * C_cls + cost_bbox * C_L1 + cost_giou * C_giou, where
-    C_cls = -p(target class), C_L1 = L1 distance of cxcywh boxes, C_giou = -GIoU. The cost
-    matrix is built once for the whole batch, split per image and solved with
+    C_cls = -p(target class), C_L1 = L1 distance of cxcywh boxes, C_giou = -GIoU. The costs
+    are built in one batched pass over each image's own queries and targets and solved with
     ``scipy.optimize.linear_sum_assignment``. Non-finite costs (a diverged model) are replaced
     by the largest float so that the assignment still exists.
 
@@ -44,25 +44,43 @@ class HungarianMatcher(nn.Module):
         if sum(sizes) == 0:
             empty = torch.empty(0, dtype=torch.int64)
             return [(empty, empty) for _ in targets]
-        probabilities = outputs["pred_logits"].flatten(0, 1).float().softmax(-1)  # [B*Q, C+1]
-        boxes = outputs["pred_boxes"].flatten(0, 1).float()  # [B*Q, 4]
-        target_labels = torch.cat([t["labels"] for t in targets])
-        target_boxes = torch.cat([t["boxes"] for t in targets]).float()
+        probabilities = outputs["pred_logits"].float().softmax(-1)  # [B, Q, C+1]
+        boxes = outputs["pred_boxes"].float()  # [B, Q, 4]
+        # Each image's targets padded to the largest count: costs are only ever computed
+        # between an image's own queries and targets ([B, Q, N_max], not [B*Q, sum N]).
+        most = max(sizes)
+        labels = boxes.new_zeros(batch, most, dtype=torch.int64)
+        target_boxes = boxes.new_tensor([0.5, 0.5, 1.0, 1.0]).repeat(batch, most, 1)
+        for image, target in enumerate(targets):
+            labels[image, : sizes[image]] = target["labels"]
+            target_boxes[image, : sizes[image]] = target["boxes"].float()
 
-        cost = (
-            -self.cost_class * probabilities[:, target_labels]
-            + self.cost_bbox * torch.cdist(boxes, target_boxes, p=1)
-            - self.cost_giou
-            * generalized_box_iou(
-                box_convert(boxes, "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy")
-            )
+        class_cost = -probabilities.gather(2, labels[:, None, :].expand(-1, num_queries, -1))
+        l1_cost = torch.cdist(boxes, target_boxes, p=1)
+        giou = pairwise_generalized_box_iou(
+            box_convert(boxes, "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy")
         )
+        cost = self.cost_class * class_cost + self.cost_bbox * l1_cost - self.cost_giou * giou
         largest = torch.finfo(cost.dtype).max
-        cost = torch.nan_to_num(cost, nan=largest, posinf=largest, neginf=largest)
-        cost = cost.view(batch, num_queries, -1).cpu()
+        cost = torch.nan_to_num(cost, nan=largest, posinf=largest, neginf=largest).cpu()
         matches = []
-        for image, image_cost in enumerate(cost.split(sizes, dim=-1)):
-            rows, cols = linear_sum_assignment(image_cost[image].numpy())
+        for image, count in enumerate(sizes):
+            rows, cols = linear_sum_assignment(cost[image, :, :count].numpy())
             matches.append((torch.as_tensor(rows, dtype=torch.int64),
                             torch.as_tensor(cols, dtype=torch.int64)))  # fmt: skip
         return matches
+
+
+def pairwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of every box of ``boxes1`` [B, Q, 4] with every box of ``boxes2`` [B, N, 4] (xyxy)
+    within each batch entry: [B, Q, N] (``torchvision.ops.generalized_box_iou``, batched)."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    a, b = boxes1[:, :, None, :], boxes2[:, None, :, :]
+    inner = (torch.min(a[..., 2:], b[..., 2:]) - torch.max(a[..., :2], b[..., :2])).clamp(min=0)
+    intersection = inner[..., 0] * inner[..., 1]
+    union = area1[:, :, None] + area2[:, None, :] - intersection
+    iou = intersection / union
+    outer = (torch.max(a[..., 2:], b[..., 2:]) - torch.min(a[..., :2], b[..., :2])).clamp(min=0)
+    enclosing = outer[..., 0] * outer[..., 1]
+    return iou - (enclosing - union) / enclosing
