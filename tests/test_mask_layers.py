@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vistra.losses.mask_losses import dice_loss, sigmoid_ce_loss
 from vistra.models.layers.ms_deform_attn import (
@@ -131,6 +132,22 @@ def test_uncertain_points_keeps_the_most_uncertain_share():
         uncertain_points(logits, 10, oversample=0.5)
 
 
+def test_uncertain_points_are_exactly_the_top_candidates_plus_fresh_uniform_points():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 1, 12, 12, generator=generator) * 3
+    points = uncertain_points(logits, 20, oversample=3.0, importance=0.75,
+                              generator=torch.Generator().manual_seed(5))  # fmt: skip
+    replay = torch.Generator().manual_seed(5)  # the same draws, in the same order
+    candidates = torch.rand(2, 60, 2, generator=replay)
+    extra = torch.rand(2, 5, 2, generator=replay)
+    uncertainty = -point_sample(logits, candidates)[:, 0].abs()
+    for row in range(2):
+        best = candidates[row][uncertainty[row].argsort(descending=True)[:15]]
+        as_set = lambda xy: sorted(map(tuple, xy.tolist()))  # noqa: E731
+        assert as_set(points[row, :15]) == as_set(best)
+        torch.testing.assert_close(points[row, 15:], extra[row])
+
+
 @pytest.mark.parametrize("num_masks", [1.0, 3.5])
 def test_point_losses_equal_their_formulas_and_the_peer(num_masks):
     generator = torch.Generator().manual_seed(0)
@@ -168,6 +185,21 @@ def test_pairwise_mask_costs_equal_the_per_pair_losses():
             torch.testing.assert_close(
                 dice[q, t], dice_loss(logits[q : q + 1], targets[t : t + 1], 1.0)
             )
+
+
+def test_pairwise_sigmoid_ce_is_stable_for_extreme_logits_and_soft_targets():
+    from vistra.losses.mask_matcher import pairwise_sigmoid_ce
+
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 50, generator=generator) * 40  # up to ~+-150: exp overflows
+    logits[0, :3] = torch.tensor([0.0, 200.0, -200.0])
+    targets = torch.rand(3, 50, generator=generator)  # soft, as bilinear samples at mask edges
+    expected = torch.stack([F.binary_cross_entropy_with_logits(logits, t.expand_as(logits),
+                                                               reduction="none").mean(1)
+                            for t in targets], dim=1)  # fmt: skip
+    got = pairwise_sigmoid_ce(logits, targets)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("seed", range(4))

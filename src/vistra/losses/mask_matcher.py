@@ -10,7 +10,6 @@ and target of that image (matching on points instead of whole masks saves memory
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
@@ -18,13 +17,15 @@ from vistra.models.layers.point_sample import point_sample
 
 
 def pairwise_sigmoid_ce(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean binary cross-entropy of every prediction with every target: [Q, K], [T, K] -> [Q, T]."""
-    points = logits.shape[1]
-    positive = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    negative = F.binary_cross_entropy_with_logits(
-        logits, torch.zeros_like(logits), reduction="none"
-    )
-    return (positive @ targets.T + negative @ (1 - targets).T) / points
+    """Mean binary cross-entropy of every prediction with every target: [Q, K], [T, K] -> [Q, T].
+
+    With logits x and targets t in {0, 1}, BCE(x, t) = softplus(x) - x t, so the [Q, T] matrix
+    is one row sum and one matrix product. softplus is written as relu(x) - log(sigmoid(|x|))
+    because PyTorch's CPU softplus / log-sigmoid go through a scalar log1p, 8x slower here; the
+    two agree to float precision (the matcher needs no gradient, so the kink at 0 is harmless).
+    """
+    softplus = logits.clamp(min=0) - logits.abs().sigmoid().log()
+    return (softplus.sum(-1, keepdim=True) - logits @ targets.T) / logits.shape[1]
 
 
 def pairwise_dice(logits: Tensor, targets: Tensor) -> Tensor:
