@@ -23,6 +23,39 @@ def seconds_per_call(fn: Callable[[], object], warmup: int = 2, repeat: int = 5)
     return sorted(times)[len(times) // 2]
 
 
+def interleaved_seconds(
+    fns: dict[str, Callable[[], object]], warmup: int = 1, repeat: int = 8
+) -> dict[str, list[float]]:
+    """Wall times of each ``fns[name]()`` over ``repeat`` rounds, the calls taking turns.
+
+    Each round calls every function once, in an order that reverses every round (A B, B A,
+    ...), so slow spells of a shared machine hit both sides alike; compare sides with
+    ``median_ratio`` (the median of per-round ratios), not the ratio of separate medians.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for round_index in range(repeat):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator / denominator (the rounds of ``interleaved_seconds``)."""
+    return median([a / b for a, b in zip(numerator, denominator)])
+
+
 def peak_memory_mib(script: str, case: str) -> float:
     """Peak extra resident memory (MiB) of one call of ``case``, in a fresh interpreter.
 

@@ -10,7 +10,11 @@
    backbone and the same random weights, 384 x 384, batch 2, float32 and bf16 autocast.
 3. Multi-scale deformable attention forward + backward against the peer's function.
 
-Run: .venv/bin/python benchmarks/mask2former.py
+Timing: the two sides of each comparison take turns (A B, B A, ... 8 rounds for the step), and
+the ratio reported is the median of the per-round ratios, with their range: on a shared
+2-core machine separate medians drifted by up to 2x between runs.
+
+Run: .venv/bin/python benchmarks/mask2former.py [--loss] [--step] [--attention] (default: all)
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import peak_memory_mib, report_peak, seconds_per_call, table  # noqa: E402
+from common import (  # noqa: E402
+    interleaved_seconds,
+    median,
+    peak_memory_mib,
+    report_peak,
+    table,
+)
 
 from vistra.convert.mask2former import mask2former_state_dict_from_hf  # noqa: E402
 from vistra.losses import MaskHungarianMatcher, MaskSetCriterion  # noqa: E402
@@ -200,50 +210,76 @@ for _which in ("vistra", "hf"):
     CASES[f"attention:{_which}"] = lambda w=_which: make_attention(w)
 
 
-def main() -> None:
+def spread(ratios: list[float]) -> str:
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
+def main(parts: set[str]) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     rows = []
-    times = {}
-    for key in ("loss:points", "loss:full"):
-        run = CASES[key]()
-        times[key] = seconds_per_call(run, warmup=1, repeat=3)
-        label = "point-sampled (12544 points)" if key.endswith("points") else "full-resolution"
-        rows.append([f"loss, {label}", f"{times[key] * 1e3:.0f} ms",
-                     f"{peak_memory_mib(__file__, key):.0f}"])  # fmt: skip
-    memory_ratio = float(rows[1][2]) / max(float(rows[0][2]), 1e-9)
-    rows.append(
-        [
-            "  full / points: time, memory",
-            f"{times['loss:full'] / times['loss:points']:.2f}x",
-            f"{memory_ratio:.1f}x",
-        ]
-    )
+    if "loss" in parts:
+        rows += loss_rows()
+    if "step" in parts:
+        rows += step_rows()
+    if "attention" in parts:
+        rows += attention_rows()
+    print(table(HEADER, rows))
+
+
+def loss_rows() -> list[list[str]]:
+    rows = []
+    times = interleaved_seconds({key: CASES[key]() for key in ("loss:points", "loss:full")},
+                                repeat=3)  # fmt: skip
+    memory = {key: peak_memory_mib(__file__, key) for key in times}
+    for key, label in (("loss:points", "point-sampled (12544 points)"),
+                       ("loss:full", "full-resolution")):  # fmt: skip
+        rows.append([f"loss, {label}", f"{median(times[key]) * 1e3:.0f} ms",
+                     f"{memory[key]:.0f}", ""])  # fmt: skip
+    ratios = [f / p for f, p in zip(times["loss:full"], times["loss:points"])]
+    rows.append(["  full / points: time, memory", f"{median(ratios):.2f}x",
+                 f"{memory['loss:full'] / max(memory['loss:points'], 1e-9):.1f}x",
+                 spread(ratios)])  # fmt: skip
+    print(table(HEADER, rows), flush=True)
+    return rows
+
+
+def step_rows() -> list[list[str]]:
+    rows = []
     for precision in ("fp32", "bf16"):
-        for which in ("vistra", "hf"):
-            key = f"step:{which}:{precision}"
-            times[key] = seconds_per_call(CASES[key](), warmup=1, repeat=3)
-            memory = peak_memory_mib(__file__, key)
+        keys = [f"step:{which}:{precision}" for which in ("vistra", "hf")]
+        times = interleaved_seconds({key: CASES[key]() for key in keys}, repeat=STEP_ROUNDS)
+        for key in keys:
+            which = key.split(":")[1]
             rows.append([f"step R50 {STEP_IMAGE}px b{BATCH}, {which} {precision}",
-                         f"{times[key]:.2f} s", f"{memory:.0f}"])  # fmt: skip
-        ratio = times[f"step:hf:{precision}"] / times[f"step:vistra:{precision}"]
-        rows.append([f"  hf / vistra step time, {precision}", f"{ratio:.2f}x", ""])
-    for which in ("vistra", "hf"):
-        key = f"attention:{which}"
-        times[key] = seconds_per_call(CASES[key](), warmup=1, repeat=5)
-        rows.append([f"deformable attention fwd+bwd, {which}", f"{times[key] * 1e3:.0f} ms",
-                     f"{peak_memory_mib(__file__, key):.0f}"])  # fmt: skip
-    rows.append(
-        [
-            "  hf / vistra attention time",
-            f"{times['attention:hf'] / times['attention:vistra']:.2f}x",
-            "",
-        ]
-    )
-    print(table(["case", "time", "peak MiB"], rows))
+                         f"{median(times[key]):.2f} s", f"{peak_memory_mib(__file__, key):.0f}",
+                         ""])  # fmt: skip
+        ratios = [h / v for h, v in zip(times[keys[1]], times[keys[0]])]
+        rows.append([f"  hf / vistra step time, {precision}", f"{median(ratios):.2f}x", "",
+                     spread(ratios)])  # fmt: skip
+        print(table(HEADER, rows[-3:]), flush=True)
+    return rows
+
+
+def attention_rows() -> list[list[str]]:
+    rows = []
+    keys = ["attention:vistra", "attention:hf"]
+    times = interleaved_seconds({key: CASES[key]() for key in keys}, repeat=9)
+    for key in keys:
+        rows.append([f"deformable attention fwd+bwd, {key.split(':')[1]}",
+                     f"{median(times[key]) * 1e3:.0f} ms", f"{peak_memory_mib(__file__, key):.0f}",
+                     ""])  # fmt: skip
+    ratios = [h / v for h, v in zip(times[keys[1]], times[keys[0]])]
+    rows.append(["  hf / vistra attention time", f"{median(ratios):.2f}x", "", spread(ratios)])
+    return rows
+
+
+HEADER = ["case", "time (median)", "peak MiB", "ratio range over rounds"]
+STEP_ROUNDS = 8
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--peak":
         report_peak(CASES[sys.argv[2]])
     else:
-        main()
+        chosen = {arg.removeprefix("--") for arg in sys.argv[1:]} & {"loss", "step", "attention"}
+        main(chosen or {"loss", "step", "attention"})

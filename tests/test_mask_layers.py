@@ -229,3 +229,26 @@ def test_mask_matcher_equals_brute_force_on_the_same_points(seed):
     assert sum(cost[q, t].item() for q, t in zip(rows, cols)) == pytest.approx(best, abs=1e-5)
     empty = {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 16, 16).bool()}
     assert len(matcher(outputs, [empty])[0][0]) == 0
+
+
+def test_mask_matcher_costs_stay_float32_under_bf16_autocast_and_nan_is_named():
+    from vistra.losses.mask_matcher import MaskHungarianMatcher
+
+    generator = torch.Generator().manual_seed(4)
+    outputs = {"pred_logits": torch.randn(2, 30, 6, generator=generator),
+               "pred_masks": torch.randn(2, 30, 24, 24, generator=generator) * 4}  # fmt: skip
+    targets = [{"labels": torch.randint(0, 5, (7,), generator=generator),
+                "masks": torch.rand(7, 96, 96, generator=generator) > 0.6}
+               for _ in range(2)]  # fmt: skip
+    matcher = MaskHungarianMatcher(num_points=2000)
+    expected = matcher(outputs, targets, generator=torch.Generator().manual_seed(0))
+    bf16_outputs = {key: value.bfloat16().float() for key, value in outputs.items()}
+    reference = matcher(bf16_outputs, targets, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = matcher(bf16_outputs, targets, generator=torch.Generator().manual_seed(0))
+    for (rows, cols), (want_rows, want_cols) in zip(got, reference):
+        assert rows.tolist() == want_rows.tolist() and cols.tolist() == want_cols.tolist()
+    assert [len(r) for r, _ in got] == [len(r) for r, _ in expected] == [7, 7]
+    outputs["pred_masks"][1, 3, 5, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match="image 1 is not finite"):
+        matcher(outputs, targets)
