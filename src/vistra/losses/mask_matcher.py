@@ -73,38 +73,43 @@ class MaskHungarianMatcher(nn.Module):
         Returns:
             per image ``(query_indices [M_i], target_indices [M_i])``, M_i = min(Q, T_i).
         """
-        # Costs in float32 even under autocast: the BCE cost is a difference of two sums over K
-        # points, which a bfloat16 matrix product would not resolve.
-        with torch.autocast(outputs["pred_logits"].device.type, enabled=False):
-            return [self.match_image(outputs, image, target, generator)
-                    for image, target in enumerate(targets)]  # fmt: skip
+        matches = []
+        for image, target in enumerate(targets):
+            if len(target["labels"]) == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                matches.append((empty, empty))
+                continue
+            cost = self.cost_matrix(outputs, image, target, generator)
+            if not torch.isfinite(cost).all():
+                raise FloatingPointError(
+                    f"mask matching cost of image {image} is not finite: the predicted class or "
+                    "mask logits contain NaN or inf (training diverged: lower the learning "
+                    "rate or enable gradient clipping)"
+                )
+            rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            matches.append((torch.as_tensor(rows, dtype=torch.int64),
+                            torch.as_tensor(cols, dtype=torch.int64)))  # fmt: skip
+        return matches
 
     @torch.no_grad()
-    def match_image(self, outputs: dict, image: int, target: dict,
-                    generator: torch.Generator | None) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """(query_indices, target_indices) of image ``image`` of the batch."""
+    def cost_matrix(self, outputs: dict, image: int, target: dict,
+                    generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        """[Q, T_i] matching cost of image ``image``'s queries against its targets.
+
+        Always float32, also under autocast: the BCE cost is a difference of two sums over K
+        points, which a bfloat16 matrix product would not resolve.
+        """
         labels, masks = target["labels"], target["masks"]
-        if len(labels) == 0:
-            empty = torch.empty(0, dtype=torch.int64)
-            return empty, empty
-        probabilities = outputs["pred_logits"][image].float().softmax(-1)  # [Q, C+1]
-        predicted = outputs["pred_masks"][image].float()[:, None]  # [Q, 1, h, w]
-        points = torch.rand(1, self.num_points, 2, device=predicted.device,
-                            generator=generator)  # fmt: skip
-        target_points = point_sample(masks[:, None].float(), points.expand(len(masks), -1, -1))
-        predicted_points = point_sample(predicted, points.expand(len(predicted), -1, -1))
-        target_points, predicted_points = target_points[:, 0], predicted_points[:, 0]
-        cost = (
-            -self.cost_class * probabilities[:, labels]
-            + self.cost_mask * pairwise_sigmoid_ce(predicted_points, target_points)
-            + self.cost_dice * pairwise_dice(predicted_points, target_points)
-        )
-        if not torch.isfinite(cost).all():
-            raise FloatingPointError(
-                f"mask matching cost of image {image} is not finite: the predicted class or "
-                "mask logits contain NaN or inf (training diverged: lower the learning "
-                "rate or enable gradient clipping)"
+        with torch.autocast(outputs["pred_logits"].device.type, enabled=False):
+            probabilities = outputs["pred_logits"][image].float().softmax(-1)  # [Q, C+1]
+            predicted = outputs["pred_masks"][image].float()[:, None]  # [Q, 1, h, w]
+            points = torch.rand(1, self.num_points, 2, device=predicted.device,
+                                generator=generator)  # fmt: skip
+            target_points = point_sample(masks[:, None].float(),
+                                         points.expand(len(masks), -1, -1))[:, 0]  # fmt: skip
+            predicted_points = point_sample(predicted, points.expand(len(predicted), -1, -1))[:, 0]
+            return (
+                -self.cost_class * probabilities[:, labels]
+                + self.cost_mask * pairwise_sigmoid_ce(predicted_points, target_points)
+                + self.cost_dice * pairwise_dice(predicted_points, target_points)
             )
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
-        return (torch.as_tensor(rows, dtype=torch.int64),
-                torch.as_tensor(cols, dtype=torch.int64))  # fmt: skip
