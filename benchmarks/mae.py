@@ -8,6 +8,8 @@
    and at ViT-L (the paper's 2.8-4.1x is measured on ViT-L), batch 8 (ViT-L also 16: at 32
    the parent and the peak-memory child together need more than 24 GiB), float32.
 3. Achieved FLOP/s (torch.utils.flop_counter) against this machine's measured matmul peak.
+Timing: the two sides of a comparison take turns, 5 rounds (3 for the ablation); step time is
+the median, ratios the median of per-round ratios with their range.
 4. AdamW's step alone over the same parameters: per-parameter loop, foreach, fused.
 
 Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation | --optimizer]
@@ -18,6 +20,7 @@ the end.
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -25,7 +28,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak_flops, peak_memory_mib, report_peak, seconds_per_call, table  # noqa: E402
+from common import (  # noqa: E402
+    interleaved_seconds,
+    matmul_peak_flops,
+    median,
+    peak_memory_mib,
+    report_peak,
+    seconds_per_call,
+    table,
+)
 
 from vistra.convert import mae_state_dict_from_hf  # noqa: E402
 from vistra.models.mae import MaskedAutoencoder, mae_loss  # noqa: E402
@@ -101,25 +112,39 @@ def encode_all_loss(model: MaskedAutoencoder, images, noise):
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def run_case(which: str, size: str, batch: int, precision: str, peaks: dict) -> tuple[float, list]:
-    """(seconds per step, table row) of one case; the FLOP-counted step is the warm-up."""
-    step = make_step(which, size, batch, PRECISIONS[precision])
-    with FlopCounterMode(display=False) as counter:
-        step()
-    seconds = seconds_per_call(step, warmup=0, repeat=3)
-    memory = peak_memory_mib(__file__, f"{which}:{size}:{batch}:{precision}")
-    flops = counter.get_total_flops()
-    name = which if size == "base" else f"{which} (ViT-L)"
-    share = flops / seconds / peaks[precision]
-    return seconds, [name, batch, precision, f"{seconds:.2f}", f"{memory:.0f}",
-                     f"{batch / seconds:.1f}", f"{share:.0%}"]  # fmt: skip
+def compare(cases: list[str], size: str, batch: int, precision: str, peaks: dict,
+            rounds: int = 5) -> tuple[dict[str, list[float]], list[list]]:  # fmt: skip
+    """Per-round step times of each of ``cases`` ({"vistra", "hf", "vistra-encode-all"}),
+    taking turns (see ``interleaved_seconds``), and one table row per case. The FLOP-counted
+    step is each case's warm-up."""
+    steps, flops = {}, {}
+    for which in cases:
+        steps[which] = make_step(which, size, batch, PRECISIONS[precision])
+        with FlopCounterMode(display=False) as counter:
+            steps[which]()
+        flops[which] = counter.get_total_flops()
+    times = interleaved_seconds(steps, warmup=0, repeat=rounds)
+    steps.clear()  # free both models before the peak-memory children run (ViT-L: 24 GiB)
+    gc.collect()
+    rows = []
+    for which in cases:
+        seconds = median(times[which])
+        memory = peak_memory_mib(__file__, f"{which}:{size}:{batch}:{precision}")
+        name = which if size == "base" else f"{which} (ViT-L)"
+        share = flops[which] / seconds / peaks[precision]
+        rows.append([name, batch, precision, f"{seconds:.2f}", f"{memory:.0f}",
+                     f"{batch / seconds:.1f}", f"{share:.0%}"])  # fmt: skip
+    return times, rows
 
 
-def ratio_row(label: str, value: float) -> list:
-    return [f"  {label}", "", "", f"{value:.2f}x", "", "", ""]
+def ratio_row(label: str, numerator: list[float], denominator: list[float]) -> list:
+    """Median of the per-round ratios, with their range."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return [f"  {label}", "", "", f"{median(ratios):.2f}x", "", "",
+            f"{min(ratios):.2f}-{max(ratios):.2f}"]  # fmt: skip
 
 
-HEADER = ["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak"]
+HEADER = ["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak / ratio range"]
 
 
 def optimizer_table() -> str:
@@ -145,17 +170,16 @@ def main(quick: bool, only_ablation: bool = False) -> None:
     rows = []
     for batch in () if only_ablation else (8,) if quick else (8, 32):
         for precision in PRECISIONS:
-            ours, row = run_case("vistra", "base", batch, precision, peaks)
-            peer, peer_row = run_case("hf", "base", batch, precision, peaks)
-            rows += [row, peer_row, ratio_row("hf / vistra time", peer / ours)]
+            times, pair = compare(["vistra", "hf"], "base", batch, precision, peaks)
+            rows += pair + [ratio_row("hf / vistra time", times["hf"], times["vistra"])]
             print(table(HEADER, rows[-3:]), flush=True)
     ablations = [("base", 8)] if quick else [("base", 8), ("large", 8), ("large", 16)]
     if only_ablation:
         ablations, rows = [("large", 16)], []
     for size, batch in ablations:
-        visible, row = run_case("vistra", size, batch, "fp32", peaks)
-        encode_all, all_row = run_case("vistra-encode-all", size, batch, "fp32", peaks)
-        rows += [row, all_row, ratio_row("encode-all / visible-only", encode_all / visible)]
+        cases = ["vistra", "vistra-encode-all"]
+        times, pair = compare(cases, size, batch, "fp32", peaks, rounds=3)
+        rows += pair + [ratio_row("encode-all / visible-only", times[cases[1]], times[cases[0]])]
         print(table(HEADER, rows[-3:]), flush=True)
     if not only_ablation:
         print(table(HEADER, rows))
