@@ -30,7 +30,7 @@ def interleaved_seconds(
 
     Each round calls every function once, in an order that reverses every round (A B, B A,
     ...), so slow spells of a shared machine hit both sides alike; compare sides with
-    ``median_ratio`` (the median of per-round ratios), not the ratio of separate medians.
+    ``round_ratios`` (the median of per-round ratios), not the ratio of separate medians.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -51,9 +51,10 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def median_ratio(numerator: list[float], denominator: list[float]) -> float:
-    """Median over rounds of numerator / denominator (the rounds of ``interleaved_seconds``)."""
-    return median([a / b for a, b in zip(numerator, denominator)])
+def round_ratios(numerator: list[float], denominator: list[float]) -> tuple[str, str]:
+    """Per-round ratios of ``interleaved_seconds`` times: ("1.15x" median, "1.04-1.29" range)."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return f"{median(ratios):.2f}x", f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def peak_memory_mib(script: str, case: str) -> float:

@@ -34,6 +34,7 @@ from common import (  # noqa: E402
     median,
     peak_memory_mib,
     report_peak,
+    round_ratios,
     seconds_per_call,
     table,
 )
@@ -139,9 +140,8 @@ def compare(cases: list[str], size: str, batch: int, precision: str, peaks: dict
 
 def ratio_row(label: str, numerator: list[float], denominator: list[float]) -> list:
     """Median of the per-round ratios, with their range."""
-    ratios = [a / b for a, b in zip(numerator, denominator)]
-    return [f"  {label}", "", "", f"{median(ratios):.2f}x", "", "",
-            f"{min(ratios):.2f}-{max(ratios):.2f}"]  # fmt: skip
+    ratio, spread = round_ratios(numerator, denominator)
+    return [f"  {label}", "", "", ratio, "", "", spread]
 
 
 HEADER = ["model", "batch", "precision", "s / step", "peak MiB", "img/s", "of peak / ratio range"]

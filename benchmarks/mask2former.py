@@ -9,12 +9,15 @@
    Face's ``Mask2FormerForUniversalSegmentation`` with the same timm ResNet-50 module as
    backbone and the same random weights, 384 x 384, batch 2, float32 and bf16 autocast.
 3. Multi-scale deformable attention forward + backward against the peer's function.
+4. Components: each of vistra's faster forms (matcher BCE cost, deformable attention, unsorted
+   top-k, and the set loss they sit in) against the form the peer uses, at the step's sizes.
 
 Timing: the two sides of each comparison take turns (A B, B A, ... 8 rounds for the step), and
 the ratio reported is the median of the per-round ratios, with their range: on a shared
 2-core machine separate medians drifted by up to 2x between runs.
 
-Run: .venv/bin/python benchmarks/mask2former.py [--loss] [--step] [--attention] (default: all)
+Run: .venv/bin/python benchmarks/mask2former.py [--loss] [--step] [--attention] [--components]
+(default: all)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from common import (  # noqa: E402
     median,
     peak_memory_mib,
     report_peak,
+    round_ratios,
     table,
 )
 
@@ -153,14 +157,7 @@ def make_step(which: str, dtype: torch.dtype | None):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(BATCH, 3, STEP_IMAGE, STEP_IMAGE, generator=generator)
-    targets = []
-    for _ in range(BATCH):
-        masks = torch.zeros(8, STEP_IMAGE, STEP_IMAGE, dtype=torch.bool)
-        for k in range(8):
-            y, x = torch.randint(0, STEP_IMAGE - 96, (2,), generator=generator).tolist()
-            masks[k, y : y + 64, x : x + 80] = True
-        targets.append({"labels": torch.randint(0, CLASSES, (8,), generator=generator),
-                        "masks": masks})  # fmt: skip
+    targets = step_targets(generator)
     criterion = MaskSetCriterion(CLASSES)
 
     def step():
@@ -210,8 +207,116 @@ for _which in ("vistra", "hf"):
     CASES[f"attention:{_which}"] = lambda w=_which: make_attention(w)
 
 
-def spread(ratios: list[float]) -> str:
-    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+def two_pass_sigmoid_ce(logits, targets):
+    """The BCE matching cost as the peer (and vistra before) computes it: two log-sigmoid passes."""
+    positive = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    negative = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits),
+                                                  reduction="none")  # fmt: skip
+    return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
+
+
+def stacked_deformable_attention(value, spatial_shapes, sampling_locations, attention_weights):
+    """The deformable attention as the peer (and vistra before) computes it: all levels sampled
+    into one [B*H, Dh, Q, L, P] stack, then weighted and summed."""
+    batch, _, heads, head_dim = value.shape
+    queries, levels, points = sampling_locations.shape[1], *sampling_locations.shape[3:5]
+    grids = 2 * sampling_locations - 1
+    maps = value.split([h * w for h, w in spatial_shapes], dim=1)
+    sampled = [
+        F.grid_sample(maps[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w),
+                      grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, queries,
+                                                                    points, 2),
+                      mode="bilinear", padding_mode="zeros", align_corners=False)
+        for level, (h, w) in enumerate(spatial_shapes)
+    ]  # fmt: skip
+    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels, points)
+    output = (torch.stack(sampled, dim=3) * weights).sum(dim=(-2, -1))
+    return output.view(batch, heads * head_dim, queries).transpose(1, 2)
+
+
+def component_rows() -> list[list[str]]:
+    """This session's three changes, each against the form it replaced, at the step's sizes."""
+    from unittest import mock
+
+    generator = torch.Generator().manual_seed(3)
+    rows = []
+
+    def compare(label, new, old, unit=1e3, suffix="ms", repeat=9):
+        times = interleaved_seconds({"old": old, "new": new}, repeat=repeat)
+        ratio, spread = round_ratios(times["old"], times["new"])
+        rows.extend([[f"{label}, before", f"{median(times['old']) * unit:.1f} {suffix}", "", ""],
+                     [f"{label}, vistra", f"{median(times['new']) * unit:.1f} {suffix}", "", ""],
+                     [f"  before / vistra, {label}", ratio, "", spread]])  # fmt: skip
+        print(table(HEADER, rows[-3:]), flush=True)
+
+    logits = torch.randn(QUERIES, 12544, generator=generator) * 3
+    targets = (torch.rand(8, 12544, generator=generator) > 0.6).float()
+    compare("matcher BCE cost 100x8x12544", lambda: pairwise_sigmoid_ce(logits, targets),
+            lambda: two_pass_sigmoid_ce(logits, targets))  # fmt: skip
+
+    side = STEP_IMAGE // 8
+    shapes = [(side, side), (side // 2, side // 2), (side // 4, side // 4)]
+    tokens = sum(h * w for h, w in shapes)
+    value = torch.randn(BATCH, tokens, 8, 32, generator=generator, requires_grad=True)
+    locations = torch.rand(BATCH, tokens, 8, 3, 4, 2, generator=generator, requires_grad=True)
+    weights = torch.rand(BATCH, tokens, 8, 3, 4, generator=generator).softmax(-1)
+    weights.requires_grad_(True)
+    projection = torch.nn.Linear(256, 256)  # the gradient arrives as in the model
+
+    def attention(function):
+        return lambda: projection(function(value, shapes, locations, weights)).sum().backward()
+
+    compare(f"deformable attention fwd+bwd, {STEP_IMAGE}px levels",
+            attention(multi_scale_deformable_attention),
+            attention(stacked_deformable_attention))  # fmt: skip
+
+    uncertainty = -torch.randn(16, 3 * 12544, generator=generator).abs()
+    keep = int(0.75 * 12544)
+    compare("uncertain-point top-k 16x37632", lambda: uncertainty.topk(keep, 1, sorted=False),
+            lambda: uncertainty.topk(keep, 1))  # fmt: skip
+
+    criterion = MaskSetCriterion(CLASSES)
+    outputs, loss_targets = step_loss_inputs()
+
+    def loss():
+        criterion.total(criterion(outputs, loss_targets)).backward()
+
+    def loss_before():
+        with mock.patch("vistra.losses.mask_matcher.pairwise_sigmoid_ce", two_pass_sigmoid_ce):
+            loss()
+
+    compare("set loss fwd+bwd, 10 predictions", loss, loss_before, repeat=5)
+    return rows
+
+
+def step_loss_inputs(seed: int = 4):
+    """Predictions and targets of the step's size: batch 2, 100 queries, 96² mask logits, 10
+    predictions, 8 objects per image."""
+    generator = torch.Generator().manual_seed(seed)
+    side = STEP_IMAGE // 4
+
+    def prediction():
+        return {"pred_logits": torch.randn(BATCH, QUERIES, CLASSES + 1, generator=generator,
+                                           requires_grad=True),
+                "pred_masks": torch.randn(BATCH, QUERIES, side, side, generator=generator,
+                                          requires_grad=True)}  # fmt: skip
+
+    outputs = prediction()
+    outputs["aux_outputs"] = [prediction() for _ in range(9)]
+    return outputs, step_targets(generator)
+
+
+def step_targets(generator: torch.Generator) -> list[dict]:
+    """8 box-shaped masks (64 x 80) per image at the step's size, random classes."""
+    targets = []
+    for _ in range(BATCH):
+        masks = torch.zeros(8, STEP_IMAGE, STEP_IMAGE, dtype=torch.bool)
+        for k in range(8):
+            y, x = torch.randint(0, STEP_IMAGE - 96, (2,), generator=generator).tolist()
+            masks[k, y : y + 64, x : x + 80] = True
+        targets.append({"labels": torch.randint(0, CLASSES, (8,), generator=generator),
+                        "masks": masks})  # fmt: skip
+    return targets
 
 
 def main(parts: set[str]) -> None:
@@ -223,6 +328,8 @@ def main(parts: set[str]) -> None:
         rows += step_rows()
     if "attention" in parts:
         rows += attention_rows()
+    if "components" in parts:
+        rows += component_rows()
     print(table(HEADER, rows))
 
 
@@ -235,10 +342,9 @@ def loss_rows() -> list[list[str]]:
                        ("loss:full", "full-resolution")):  # fmt: skip
         rows.append([f"loss, {label}", f"{median(times[key]) * 1e3:.0f} ms",
                      f"{memory[key]:.0f}", ""])  # fmt: skip
-    ratios = [f / p for f, p in zip(times["loss:full"], times["loss:points"])]
-    rows.append(["  full / points: time, memory", f"{median(ratios):.2f}x",
-                 f"{memory['loss:full'] / max(memory['loss:points'], 1e-9):.1f}x",
-                 spread(ratios)])  # fmt: skip
+    ratio, spread = round_ratios(times["loss:full"], times["loss:points"])
+    memory_ratio = memory["loss:full"] / max(memory["loss:points"], 1e-9)
+    rows.append(["  full / points: time, memory", ratio, f"{memory_ratio:.1f}x", spread])
     print(table(HEADER, rows), flush=True)
     return rows
 
@@ -253,9 +359,8 @@ def step_rows() -> list[list[str]]:
             rows.append([f"step R50 {STEP_IMAGE}px b{BATCH}, {which} {precision}",
                          f"{median(times[key]):.2f} s", f"{peak_memory_mib(__file__, key):.0f}",
                          ""])  # fmt: skip
-        ratios = [h / v for h, v in zip(times[keys[1]], times[keys[0]])]
-        rows.append([f"  hf / vistra step time, {precision}", f"{median(ratios):.2f}x", "",
-                     spread(ratios)])  # fmt: skip
+        ratio, spread = round_ratios(times[keys[1]], times[keys[0]])
+        rows.append([f"  hf / vistra step time, {precision}", ratio, "", spread])
         print(table(HEADER, rows[-3:]), flush=True)
     return rows
 
@@ -268,8 +373,8 @@ def attention_rows() -> list[list[str]]:
         rows.append([f"deformable attention fwd+bwd, {key.split(':')[1]}",
                      f"{median(times[key]) * 1e3:.0f} ms", f"{peak_memory_mib(__file__, key):.0f}",
                      ""])  # fmt: skip
-    ratios = [h / v for h, v in zip(times[keys[1]], times[keys[0]])]
-    rows.append(["  hf / vistra attention time", f"{median(ratios):.2f}x", "", spread(ratios)])
+    ratio, spread = round_ratios(times[keys[1]], times[keys[0]])
+    rows.append(["  hf / vistra attention time", ratio, "", spread])
     return rows
 
 
@@ -281,5 +386,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--peak":
         report_peak(CASES[sys.argv[2]])
     else:
-        chosen = {arg.removeprefix("--") for arg in sys.argv[1:]} & {"loss", "step", "attention"}
-        main(chosen or {"loss", "step", "attention"})
+        known = {"loss", "step", "attention", "components"}
+        chosen = {arg.removeprefix("--") for arg in sys.argv[1:]} & known
+        main(chosen or known)
