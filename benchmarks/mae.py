@@ -12,10 +12,10 @@ Timing: the two sides of a comparison take turns, 5 rounds (3 for the ablation);
 the median, ratios the median of per-round ratios with their range.
 4. AdamW's step alone over the same parameters: per-parameter loop, foreach, fused.
 
-Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation | --optimizer]
+Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation | --optimizer | --compile]
 (--quick: batch 8 only, no ViT-L; --ablation: only the ViT-L batch-16 ablation; --optimizer:
-only part 4). Each part's rows are printed as soon as they are measured, the whole table at
-the end.
+only part 4; --compile: both models eager and under torch.compile, batch 8 fp32). Each part's
+rows are printed as soon as they are measured, the whole table at the end.
 """
 
 from __future__ import annotations
@@ -67,8 +67,13 @@ def build(which: str, size: str) -> torch.nn.Module:
 
 
 def make_step(which: str, size: str, batch: int, dtype: torch.dtype | None):
-    """A closure running one training step; which in {"vistra", "hf", "vistra-encode-all"}."""
+    """A closure running one training step; which in {"vistra", "hf", "vistra-encode-all"},
+    with "-compiled" appended: the model under ``torch.compile`` (the first call compiles)."""
+    compiled = which.endswith("-compiled")
+    which = which.removesuffix("-compiled")
     model = build(which, size)
+    if compiled:
+        model = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, IMAGE, IMAGE, generator=generator)
@@ -162,6 +167,16 @@ def optimizer_table() -> str:
     return table(["optimizer step", "parameters", "ms / step"], rows)
 
 
+def compile_table(peaks: dict) -> str:
+    """Both models eager and under torch.compile, ViT-B batch 8 fp32, taking turns."""
+    cases = ["vistra", "vistra-compiled", "hf", "hf-compiled"]
+    times, rows = compare(cases, "base", 8, "fp32", peaks)
+    rows += [ratio_row("hf / vistra-compiled", times["hf"], times["vistra-compiled"]),
+             ratio_row("hf-compiled / vistra-compiled", times["hf-compiled"],
+                       times["vistra-compiled"])]  # fmt: skip
+    return table(HEADER, rows)
+
+
 def main(quick: bool, only_ablation: bool = False) -> None:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {IMAGE}px, patch {PATCH}\n")
@@ -192,5 +207,7 @@ if __name__ == "__main__":
         report_peak(lambda: make_step(which, size, int(batch), PRECISIONS[precision]))
     elif "--optimizer" in sys.argv:
         print(optimizer_table())
+    elif "--compile" in sys.argv:
+        print(compile_table({"fp32": matmul_peak_flops(torch.float32)}))
     else:
         main(quick="--quick" in sys.argv, only_ablation="--ablation" in sys.argv)
