@@ -84,9 +84,9 @@ class FullMaskCriterion(MaskSetCriterion):
         }  # fmt: skip
 
 
-def loss_inputs(seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    side = LOSS_IMAGE // 4
+def random_predictions(generator: torch.Generator, side: int) -> dict:
+    """Random class and mask logits ([B, Q, side, side]) for the final and 9 auxiliary
+    predictions, with gradients."""
 
     def prediction():
         return {"pred_logits": torch.randn(BATCH, QUERIES, CLASSES + 1, generator=generator,
@@ -96,6 +96,12 @@ def loss_inputs(seed: int = 0):
 
     outputs = prediction()
     outputs["aux_outputs"] = [prediction() for _ in range(9)]
+    return outputs
+
+
+def loss_inputs(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    outputs = random_predictions(generator, LOSS_IMAGE // 4)
     targets = []
     for _ in range(BATCH):
         masks = torch.zeros(OBJECTS, LOSS_IMAGE, LOSS_IMAGE, dtype=torch.bool)
@@ -293,16 +299,7 @@ def step_loss_inputs(seed: int = 4):
     """Predictions and targets of the step's size: batch 2, 100 queries, 96² mask logits, 10
     predictions, 8 objects per image."""
     generator = torch.Generator().manual_seed(seed)
-    side = STEP_IMAGE // 4
-
-    def prediction():
-        return {"pred_logits": torch.randn(BATCH, QUERIES, CLASSES + 1, generator=generator,
-                                           requires_grad=True),
-                "pred_masks": torch.randn(BATCH, QUERIES, side, side, generator=generator,
-                                          requires_grad=True)}  # fmt: skip
-
-    outputs = prediction()
-    outputs["aux_outputs"] = [prediction() for _ in range(9)]
+    outputs = random_predictions(generator, STEP_IMAGE // 4)
     return outputs, step_targets(generator)
 
 
