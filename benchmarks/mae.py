@@ -40,7 +40,7 @@ from common import (  # noqa: E402
 )
 
 from vistra.convert import mae_state_dict_from_hf  # noqa: E402
-from vistra.models.mae import MaskedAutoencoder, mae_loss  # noqa: E402
+from vistra.models.mae import MaskedAutoencoder  # noqa: E402
 
 IMAGE, PATCH = 224, 16
 
@@ -84,7 +84,7 @@ def make_step(which: str, size: str, batch: int, dtype: torch.dtype | None):
             if which == "hf":
                 loss = model(pixel_values=images, noise=noise).loss
             elif which == "vistra":
-                loss = model.loss(images, model(images, noise=noise))
+                loss = model.pretraining_loss(images, noise)
             else:
                 loss = encode_all_loss(model, images, noise)
         optimizer.zero_grad(set_to_none=True)
@@ -95,24 +95,23 @@ def make_step(which: str, size: str, batch: int, dtype: torch.dtype | None):
 
 
 def encode_all_loss(model: MaskedAutoencoder, images, noise):
-    """The ablation: every patch (mask tokens in place of removed ones) goes through the encoder."""
-    tokens = model.patch_embed(images)
+    """The ablation: every patch (mask tokens in place of removed ones) goes through the encoder;
+    the decoder is the one of ``pretraining_loss`` (the last block at removed rows only)."""
+    tokens = model.project_patches(model.patch_pixels(images))
     keep = int(tokens.shape[1] * (1 - model.mask_ratio))
-    ids_restore = noise.argsort(dim=1).argsort(dim=1)
-    mask = (ids_restore >= keep).float()  # 1 = removed
+    ids_shuffle = noise.argsort(dim=1)
+    removed = ids_shuffle[:, keep:]
+    mask = ids_shuffle.argsort(dim=1) >= keep  # True = removed
     encoder_mask_token = model.mask_token.new_zeros(1, 1, tokens.shape[-1])
-    tokens = (
-        torch.where(mask.bool()[..., None], encoder_mask_token, tokens) + model.pos_embed[:, 1:]
-    )
+    tokens = torch.where(mask[..., None], encoder_mask_token, tokens) + model.pos_embed[:, 1:]
     cls = (model.cls_token + model.pos_embed[:, :1]).expand(len(images), -1, -1)
     hidden = torch.cat([cls, tokens], dim=1)
     for block in model.blocks:
         hidden = block(hidden)
     hidden = model.decoder_embed(model.norm(hidden)) + model.decoder_pos_embed
-    for block in model.decoder_blocks:
+    for block in model.decoder_blocks[:-1]:
         hidden = block(hidden)
-    predictions = model.decoder_pred(model.decoder_norm(hidden))[:, 1:]
-    return mae_loss(predictions, images, mask, model.patch_size, model.norm_pix_loss)
+    return model.loss_at_removed(hidden, removed, images)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}

@@ -7,6 +7,7 @@ from vistra.convert import load_mae_weights, mae_state_dict_from_hf
 from vistra.models.mae import (
     PRESETS,
     MaskedAutoencoder,
+    block_rows,
     mae_loss,
     patchify,
     random_masking,
@@ -75,6 +76,30 @@ def test_loss_counts_removed_patches_only():
     torch.testing.assert_close(model.loss(images, outputs), expected)
 
 
+def test_block_rows_equals_the_block_at_those_rows():
+    block = tiny().decoder_blocks[-1]
+    hidden = torch.randn(3, 17, 64)
+    rows = torch.stack([torch.randperm(17)[:5] for _ in range(3)])  # different rows per image
+    expected = block(hidden).gather(1, rows[..., None].expand(-1, -1, 64))
+    torch.testing.assert_close(block_rows(block, hidden, rows), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_pretraining_loss_equals_the_full_forward_loss_and_gradients(norm_pix_loss):
+    torch.manual_seed(0)
+    model = tiny(norm_pix_loss=norm_pix_loss, decoder_depth=3)
+    images = torch.randn(2, 3, 32, 32)
+    noise = torch.rand(2, 16)
+    full = model.loss(images, model(images, noise=noise))
+    full_gradients = torch.autograd.grad(full, list(model.parameters()))
+    pruned = model.pretraining_loss(images, noise)
+    pruned_gradients = torch.autograd.grad(pruned, list(model.parameters()))
+    torch.testing.assert_close(pruned, full, rtol=1e-6, atol=0)
+    for (name, _), ours, reference in zip(model.named_parameters(), pruned_gradients,
+                                          full_gradients):  # fmt: skip
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_features_without_masking_are_deterministic():
     model = tiny().eval()
     images = torch.randn(3, 3, 32, 32)
@@ -90,6 +115,15 @@ def test_bad_configuration():
         tiny(size="gigantic")
     with pytest.raises(ValueError, match="mask_ratio"):
         tiny(mask_ratio=1.0)
+    with pytest.raises(ValueError, match=r"image_size\), got \(1, 3, 30, 30\)"):
+        tiny()(torch.randn(1, 3, 30, 30))
+
+
+def test_patch_projection_of_visible_pixels_equals_the_convolution():
+    model = tiny()
+    images = torch.randn(2, 3, 32, 32)
+    tokens = model.project_patches(model.patch_pixels(images))
+    torch.testing.assert_close(tokens, model.patch_embed(images), rtol=1e-5, atol=1e-6)
 
 
 def hf_pair(size, image_size, patch_size, decoder=(512, 8, 16)):
@@ -127,10 +161,12 @@ def test_parity_with_hugging_face(size, image_size, patch_size, decoder):
         expected = peer(pixel_values=images, noise=noise)
         outputs = ours(images, noise=noise)
         loss = ours.loss(images, outputs)
+        training_loss = ours.pretraining_loss(images, noise)
     assert torch.equal(outputs["mask"], expected.mask)
     assert torch.equal(outputs["ids_restore"], expected.ids_restore)
     torch.testing.assert_close(outputs["pred"], expected.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(loss, expected.loss, rtol=1e-5, atol=0)
+    torch.testing.assert_close(training_loss, expected.loss, rtol=1e-5, atol=0)
 
 
 def test_load_hf_checkpoint_files(tmp_path):

@@ -101,6 +101,14 @@ def unpatchify(patches: Tensor, patch_size: int, grid: tuple[int, int]) -> Tenso
     )
 
 
+def normalize_patches(patches: Tensor) -> Tensor:
+    """Each patch [..., p*p*C] by its own mean and variance (unbiased, + 1e-6): the paper's
+    ``norm_pix_loss`` target."""
+    mean = patches.mean(dim=-1, keepdim=True)
+    variance = patches.var(dim=-1, keepdim=True)
+    return (patches - mean) / (variance + 1e-6) ** 0.5
+
+
 def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
              norm_pix_loss: bool = True) -> Tensor:  # fmt: skip
     """Mean squared error on removed patches only.
@@ -110,18 +118,43 @@ def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
         images: [B, C, H, W] the input the patches come from.
         mask: [B, L], 1 = removed.
         norm_pix_loss: the target is each patch normalised by its own mean and variance
-            (unbiased, + 1e-6), which the paper finds gives better representations.
+            (``normalize_patches``), which the paper finds gives better representations.
 
     Returns:
         scalar: sum over removed patches of the per-patch mean squared error / removed count.
     """
     target = patchify(images, patch_size)
     if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        variance = target.var(dim=-1, keepdim=True)
-        target = (target - mean) / (variance + 1e-6) ** 0.5
+        target = normalize_patches(target)
     per_patch = ((predictions - target) ** 2).mean(dim=-1)
     return (per_patch * mask).sum() / mask.sum().clamp_min(1)
+
+
+def block_rows(block: Block, hidden: Tensor, rows: Tensor) -> Tensor:
+    """``block(hidden)`` at ``rows`` only: hidden [B, N, D], rows [B, R] -> [B, R, D].
+
+    Every token is still a key and a value, but only the R query rows go through the attention
+    output, the residuals and the MLP. Used for the decoder's last block, whose outputs at
+    visible patches the loss never reads.
+    """
+    attention = block.attn
+    if attention.gate is not None:
+        raise NotImplementedError("block_rows: gated attention is not supported")
+    batch, length, width = hidden.shape
+    qkv = attention.qkv(block.norm1(hidden))
+    qkv = qkv.reshape(batch, length, 3, attention.num_heads, attention.head_dim)
+    queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, N, head_dim]
+    queries = queries.gather(2, rows[:, None, :, None].expand(-1, queries.shape[1], -1,
+                                                              queries.shape[-1]))  # fmt: skip
+    queries, keys = attention.q_norm(queries), attention.k_norm(keys)
+    dropout = attention.attn_drop.p if block.training else 0.0
+    attended = nn.functional.scaled_dot_product_attention(queries, keys, values,
+                                                          dropout_p=dropout)  # fmt: skip
+    attended = attended.transpose(1, 2).reshape(batch, rows.shape[1], attention.attn_dim)
+    attended = attention.proj_drop(attention.proj(attention.norm(attended)))
+    kept = hidden.gather(1, rows[..., None].expand(-1, -1, width))
+    kept = kept + block.drop_path1(block.ls1(attended))
+    return kept + block.drop_path2(block.ls2(block.mlp(block.norm2(kept))))
 
 
 def vit_layer_of(name: str, num_layers: int) -> int:
@@ -178,8 +211,8 @@ class MaskedAutoencoder(nn.Module):
         )  # fmt: skip
         width, preset_depth, heads = PRESETS[size]
         depth = preset_depth if depth is None else depth
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        if depth < 1 or decoder_depth < 1:
+            raise ValueError(f"depth and decoder_depth must be >= 1, got {depth}, {decoder_depth}")
         self.patch_size, self.mask_ratio, self.norm_pix_loss = patch_size, mask_ratio, norm_pix_loss
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.num_features = width
@@ -238,35 +271,68 @@ class MaskedAutoencoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
 
+    def patch_pixels(self, images: Tensor) -> Tensor:
+        """images [B, C, H, W] -> [B, L, C*p*p]: each patch's pixels in the order of the patch
+        projection's weight (channel, row, column)."""
+        batch, channels, height, width = images.shape
+        rows, cols = self.grid
+        expected = (self.patch_embed.proj.in_channels, rows * self.patch_size,
+                    cols * self.patch_size)  # fmt: skip
+        if (channels, height, width) != expected:
+            raise ValueError(
+                f"MaskedAutoencoder expects [B, C, H, W] images with C, H, W = {expected} "
+                f"(its in_chans and image_size), got {tuple(images.shape)}"
+            )
+        pixels = images.reshape(batch, channels, rows, self.patch_size, cols, self.patch_size)
+        return pixels.permute(0, 2, 4, 1, 3, 5).reshape(batch, rows * cols, -1)
+
+    def project_patches(self, pixels: Tensor) -> Tensor:
+        """``patch_embed``'s projection as a linear map: [B, N, C*p*p] -> [B, N, width]."""
+        projection = self.patch_embed.proj
+        return nn.functional.linear(pixels, projection.weight.flatten(1), projection.bias)
+
     def forward_encoder(
         self, images: Tensor, mask_ratio: float, noise: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """images [B, C, H, W] -> latent [B, 1 + L_keep, width], mask [B, L], ids_restore [B, L].
 
-        Only the visible patches (and the class token) go through the Transformer blocks.
+        Only the visible patches (and the class token) go through the Transformer blocks, and
+        only the visible patches are projected: the patch projection is a linear map of each
+        patch's pixels (the stride-p convolution of ``patch_embed``), so masking its input
+        instead of its output is the same and skips 75% of it.
         """
-        tokens = self.patch_embed(images) + self.pos_embed[:, 1:]
+        pixels = self.patch_pixels(images)
+        batch, length = pixels.shape[:2]
+        positions = self.pos_embed[:, 1:].expand(batch, -1, -1)
         if mask_ratio > 0:
-            tokens, mask, ids_restore = random_masking(tokens, mask_ratio, noise)
+            pixels, mask, ids_restore = random_masking(pixels, mask_ratio, noise)
+            ids_keep = ids_restore.argsort(dim=1)[:, : pixels.shape[1]]
+            positions = positions.gather(1, ids_keep[..., None].expand(-1, -1, self.num_features))
         else:  # deterministic feature extraction: nothing removed, nothing shuffled
-            batch, length = tokens.shape[:2]
-            mask = tokens.new_zeros(batch, length)
-            ids_restore = torch.arange(length, device=tokens.device).expand(batch, -1)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        hidden = torch.cat([cls, tokens], dim=1)
+            mask = pixels.new_zeros(batch, length)
+            ids_restore = torch.arange(length, device=pixels.device).expand(batch, -1)
+        tokens = self.project_patches(pixels)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(batch, -1, -1)
+        hidden = torch.cat([cls, tokens + positions], dim=1)
         for block in self.blocks:
             hidden = block(hidden)
         return self.norm(hidden), mask, ids_restore
 
-    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
-        """latent [B, 1 + L_keep, width], ids_restore [B, L] -> pixel predictions [B, L, p*p*C]."""
+    def decoder_input(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """latent [B, 1 + L_keep, width], ids_restore [B, L] -> [B, 1 + L, decoder_width]: the
+        embedded visible tokens and one mask token per removed patch, in image order, with the
+        decoder's position embedding; row 0 is the class token."""
         hidden = self.decoder_embed(latent)
         batch, visible_plus_cls, width = hidden.shape
         length = ids_restore.shape[1]
         masked = self.mask_token.expand(batch, length + 1 - visible_plus_cls, -1)
         patches = torch.cat([hidden[:, 1:], masked], dim=1)
         patches = patches.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, width))
-        hidden = torch.cat([hidden[:, :1], patches], dim=1) + self.decoder_pos_embed
+        return torch.cat([hidden[:, :1], patches], dim=1) + self.decoder_pos_embed
+
+    def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
+        """latent [B, 1 + L_keep, width], ids_restore [B, L] -> pixel predictions [B, L, p*p*C]."""
+        hidden = self.decoder_input(latent, ids_restore)
         for block in self.decoder_blocks:
             hidden = block(hidden)
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
@@ -290,6 +356,37 @@ class MaskedAutoencoder(nn.Module):
             outputs["pred"], images, outputs["mask"], self.patch_size, self.norm_pix_loss
         )
 
+    def pretraining_loss(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``loss(images, forward(images, noise=noise))``, computing only what the loss reads.
+
+        The loss reads predictions at removed patches only, so the decoder's last block (see
+        ``block_rows``), its norm and the pixel head run on those rows only: the same value and
+        gradients with ~1.7% fewer FLOPs at ViT-B/16, 75% masking (benchmarks/mae.py).
+        """
+        latent, _, ids_restore = self.forward_encoder(images, self.mask_ratio, noise)
+        removed = ids_restore.argsort(dim=1)[:, latent.shape[1] - 1 :]  # [B, R] patch indices
+        hidden = self.decoder_input(latent, ids_restore)
+        for block in self.decoder_blocks[:-1]:
+            hidden = block(hidden)
+        return self.loss_at_removed(hidden, removed, images)
+
+    def loss_at_removed(self, hidden: Tensor, removed: Tensor, images: Tensor) -> Tensor:
+        """The decoder's last block, norm and pixel head at the removed patches, and the loss.
+
+        Args:
+            hidden: [B, 1 + L, decoder_width] input of the last decoder block, class token first.
+            removed: [B, R] indices (0..L-1) of the removed patches, R the same for every image.
+            images: [B, C, H, W] the pixels to reconstruct.
+        """
+        hidden = block_rows(self.decoder_blocks[-1], hidden, removed + 1)
+        predictions = self.decoder_pred(self.decoder_norm(hidden))  # [B, R, p*p*C]
+        target = patchify(images, self.patch_size)
+        target = target.gather(1, removed[..., None].expand(-1, -1, target.shape[-1]))
+        if self.norm_pix_loss:
+            target = normalize_patches(target)
+        per_patch = ((predictions - target) ** 2).mean(dim=-1)
+        return per_patch.sum() / max(per_patch.numel(), 1)
+
     def forward_features(self, images: Tensor, pool: str = "avg") -> Tensor:
         """Deterministic features of the whole image (no masking): [B, width].
 
@@ -312,7 +409,9 @@ class MaskedAutoencoder(nn.Module):
 __all__ = [
     "PRESETS",
     "MaskedAutoencoder",
+    "block_rows",
     "mae_loss",
+    "normalize_patches",
     "patchify",
     "random_masking",
     "sincos_2d_position_embedding",

@@ -48,7 +48,7 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, _ = batch
-        loss = self.network.loss(images, self.network(images))
+        loss = self.network.pretraining_loss(images)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
