@@ -11,11 +11,15 @@
 Timing: the two sides of a comparison take turns, 5 rounds (3 for the ablation); step time is
 the median, ratios the median of per-round ratios with their range.
 4. AdamW's step alone over the same parameters: per-parameter loop, foreach, fused.
+5. The attention core (``vistra.models.layers.attention``) against PyTorch's fused kernel at the
+   encoder's and decoder's shapes, forward + backward.
 
-Run: .venv/bin/python benchmarks/mae.py [--quick | --ablation | --optimizer | --compile]
+Run: .venv/bin/python benchmarks/mae.py
+    [--quick | --ablation | --optimizer | --attention | --compile]
 (--quick: batch 8 only, no ViT-L; --ablation: only the ViT-L batch-16 ablation; --optimizer:
-only part 4; --compile: both models eager and under torch.compile, batch 8 fp32). Each part's
-rows are printed as soon as they are measured, the whole table at the end.
+only part 4; --attention: only part 5; --compile: both models eager and under torch.compile,
+batch 8 fp32). Each part's rows are printed as soon as they are measured, the whole table at
+the end.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from common import (  # noqa: E402
 )
 
 from vistra.convert import mae_state_dict_from_hf  # noqa: E402
+from vistra.models.layers.attention import scaled_dot_product_attention  # noqa: E402
 from vistra.models.mae import MaskedAutoencoder  # noqa: E402
 
 IMAGE, PATCH = 224, 16
@@ -166,6 +171,31 @@ def optimizer_table() -> str:
     return table(["optimizer step", "parameters", "ms / step"], rows)
 
 
+def attention_table() -> str:
+    """vistra's attention core against PyTorch's fused kernel, forward + backward, at the MAE
+    encoder's (50 tokens, 12 heads of 64) and decoder's (197 tokens, 16 heads of 32) shapes."""
+    rows = []
+    for name, length, heads, head_dim in (("encoder", 50, 12, 64), ("decoder", 197, 16, 32)):
+        for batch in (8, 32):
+            for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                inputs = [torch.randn(batch, heads, length, head_dim).to(dtype).requires_grad_()
+                          for _ in range(3)]  # fmt: skip
+
+                def run(attend, inputs=inputs):
+                    return lambda: attend(*inputs).float().sum().backward()
+
+                times = interleaved_seconds(
+                    {"vistra": run(scaled_dot_product_attention),
+                     "torch": run(torch.nn.functional.scaled_dot_product_attention)},
+                    warmup=2, repeat=10,
+                )  # fmt: skip
+                ratio, spread = round_ratios(times["torch"], times["vistra"])
+                rows.append([f"{name} b{batch}", precision, f"{median(times['vistra']) * 1e3:.1f}",
+                             f"{median(times['torch']) * 1e3:.1f}", ratio, spread])  # fmt: skip
+    header = ["attention", "precision", "vistra ms", "torch SDPA ms", "torch / vistra", "range"]
+    return table(header, rows)
+
+
 def compile_table(peaks: dict) -> str:
     """Both models eager and under torch.compile, ViT-B batch 8 fp32, taking turns."""
     cases = ["vistra", "vistra-compiled", "hf", "hf-compiled"]
@@ -206,6 +236,8 @@ if __name__ == "__main__":
         report_peak(lambda: make_step(which, size, int(batch), PRECISIONS[precision]))
     elif "--optimizer" in sys.argv:
         print(optimizer_table())
+    elif "--attention" in sys.argv:
+        print(attention_table())
     elif "--compile" in sys.argv:
         print(compile_table({"fp32": matmul_peak_flops(torch.float32)}))
     else:

@@ -15,6 +15,8 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from vistra.models.layers.attention import ViTAttention
+
 # (width, depth, heads) of the ViT sizes used in the paper and in timm.
 PRESETS = {
     "tiny": (192, 12, 3),
@@ -135,24 +137,10 @@ def block_rows(block: Block, hidden: Tensor, rows: Tensor) -> Tensor:
 
     Every token is still a key and a value, but only the R query rows go through the attention
     output, the residuals and the MLP. Used for the decoder's last block, whose outputs at
-    visible patches the loss never reads.
+    visible patches the loss never reads. The block's attention must be a ``ViTAttention``.
     """
-    attention = block.attn
-    if attention.gate is not None:
-        raise NotImplementedError("block_rows: gated attention is not supported")
-    batch, length, width = hidden.shape
-    qkv = attention.qkv(block.norm1(hidden))
-    qkv = qkv.reshape(batch, length, 3, attention.num_heads, attention.head_dim)
-    queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, N, head_dim]
-    queries = queries.gather(2, rows[:, None, :, None].expand(-1, queries.shape[1], -1,
-                                                              queries.shape[-1]))  # fmt: skip
-    queries, keys = attention.q_norm(queries), attention.k_norm(keys)
-    dropout = attention.attn_drop.p if block.training else 0.0
-    attended = nn.functional.scaled_dot_product_attention(queries, keys, values,
-                                                          dropout_p=dropout)  # fmt: skip
-    attended = attended.transpose(1, 2).reshape(batch, rows.shape[1], attention.attn_dim)
-    attended = attention.proj_drop(attention.proj(attention.norm(attended)))
-    kept = hidden.gather(1, rows[..., None].expand(-1, -1, width))
+    attended = block.attn(block.norm1(hidden), rows=rows)
+    kept = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
     kept = kept + block.drop_path1(block.ls1(attended))
     return kept + block.drop_path2(block.ls2(block.mlp(block.norm2(kept))))
 
@@ -224,7 +212,8 @@ class MaskedAutoencoder(nn.Module):
             "pos_embed", sincos_2d_position_embedding(width, self.grid, True)[None], persistent=True
         )
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)
+            Block(width, heads, mlp_ratio, qkv_bias=True, norm_layer=norm, attn_layer=ViTAttention)
+            for _ in range(depth)
         )
         self.norm = norm(width)
 
@@ -236,7 +225,14 @@ class MaskedAutoencoder(nn.Module):
             persistent=True,
         )
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_width, decoder_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+            Block(
+                decoder_width,
+                decoder_heads,
+                mlp_ratio,
+                qkv_bias=True,
+                norm_layer=norm,
+                attn_layer=ViTAttention,
+            )
             for _ in range(decoder_depth)
         )
         self.decoder_norm = norm(decoder_width)
