@@ -123,7 +123,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def compare(cases: list[str], size: str, batch: int, precision: str, peaks: dict,
-            rounds: int = 5) -> tuple[dict[str, list[float]], list[list]]:  # fmt: skip
+            rounds: int = 8) -> tuple[dict[str, list[float]], list[list]]:  # fmt: skip
     """Per-round step times of each of ``cases`` ({"vistra", "hf", "vistra-encode-all"}),
     taking turns (see ``interleaved_seconds``), and one table row per case. The FLOP-counted
     step is each case's warm-up."""

@@ -57,7 +57,9 @@ class ViTAttention(Attention):
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
         batch, length, _ = x.shape
         qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dim)
-        queries, keys, values = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, N, head_dim]
+        # The same views as timm's permute-then-unbind, but the backward stacks the gradients
+        # straight into qkv's layout, one copy fewer.
+        queries, keys, values = (part.transpose(1, 2) for part in qkv.unbind(2))  # [B, h, N, d]
         if rows is not None:
             index = rows[:, None, :, None].expand(-1, self.num_heads, -1, self.head_dim)
             queries = queries.gather(2, index)
