@@ -8,7 +8,7 @@
    and at ViT-L (the paper's 2.8-4.1x is measured on ViT-L), batch 8 (ViT-L also 16: at 32
    the parent and the peak-memory child together need more than 24 GiB), float32.
 3. Achieved FLOP/s (torch.utils.flop_counter) against this machine's measured matmul peak.
-Timing: the two sides of a comparison take turns, 5 rounds (3 for the ablation); step time is
+Timing: the two sides of a comparison take turns, 8 rounds (3 for the ablation); step time is
 the median, ratios the median of per-round ratios with their range.
 4. AdamW's step alone over the same parameters: per-parameter loop, foreach, fused.
 5. The attention core (``vistra.models.layers.attention``) against PyTorch's fused kernel at the
@@ -24,7 +24,6 @@ the end.
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from common import (  # noqa: E402
     matmul_peak_flops,
     median,
     peak_memory_mib,
+    release_freed_memory,
     report_peak,
     round_ratios,
     seconds_per_call,
@@ -135,7 +135,7 @@ def compare(cases: list[str], size: str, batch: int, precision: str, peaks: dict
         flops[which] = counter.get_total_flops()
     times = interleaved_seconds(steps, warmup=0, repeat=rounds)
     steps.clear()  # free both models before the peak-memory children run (ViT-L: 24 GiB)
-    gc.collect()
+    release_freed_memory()
     rows = []
     for which in cases:
         seconds = median(times[which])
