@@ -44,7 +44,10 @@ from common import (  # noqa: E402
 )
 
 from vistra.convert import mae_state_dict_from_hf  # noqa: E402
-from vistra.models.layers.attention import scaled_dot_product_attention  # noqa: E402
+from vistra.models.layers.attention import (  # noqa: E402
+    float32_attention,
+    scaled_dot_product_attention,
+)
 from vistra.models.mae import MaskedAutoencoder  # noqa: E402
 
 IMAGE, PATCH = 224, 16
@@ -133,6 +136,7 @@ def compare(cases: list[str], size: str, batch: int, precision: str, peaks: dict
         with FlopCounterMode(display=False) as counter:
             steps[which]()
         flops[which] = counter.get_total_flops()
+    print("GFLOP per step: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in flops.items()))
     times = interleaved_seconds(steps, warmup=0, repeat=rounds)
     steps.clear()  # free both models before the peak-memory children run (ViT-L: 24 GiB)
     release_freed_memory()
@@ -173,25 +177,32 @@ def optimizer_table() -> str:
 
 def attention_table() -> str:
     """vistra's attention core against PyTorch's fused kernel, forward + backward, at the MAE
-    encoder's (50 tokens, 12 heads of 64) and decoder's (197 tokens, 16 heads of 32) shapes."""
+    encoder's (50 tokens, 12 heads of 64) and decoder's (197 tokens, 16 heads of 32) shapes;
+    then, batch 8 bf16, 16 heads of 32, the float32 form that the core uses up to
+    ``EXPLICIT_CPU_BF16_MAX_KEYS`` keys against the fused kernel, over the number of keys."""
+    cases = [(f"{name} b{batch}", precision, batch, length, heads, head_dim,
+              scaled_dot_product_attention)
+             for name, length, heads, head_dim in (("encoder", 50, 12, 64),
+                                                   ("decoder", 197, 16, 32))
+             for batch in (8, 32) for precision in ("fp32", "bf16")]  # fmt: skip
+    cases += [(f"float32 form, {length} keys", "bf16", 8, length, 16, 32, float32_attention)
+              for length in (50, 100, 150, 197, 257)]  # fmt: skip
     rows = []
-    for name, length, heads, head_dim in (("encoder", 50, 12, 64), ("decoder", 197, 16, 32)):
-        for batch in (8, 32):
-            for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                inputs = [torch.randn(batch, heads, length, head_dim).to(dtype).requires_grad_()
-                          for _ in range(3)]  # fmt: skip
+    for label, precision, batch, length, heads, head_dim, ours in cases:
+        dtype = PRECISIONS[precision] or torch.float32
+        inputs = [torch.randn(batch, heads, length, head_dim).to(dtype).requires_grad_()
+                  for _ in range(3)]  # fmt: skip
 
-                def run(attend, inputs=inputs):
-                    return lambda: attend(*inputs).float().sum().backward()
+        def run(attend, inputs=inputs):
+            return lambda: attend(*inputs).float().sum().backward()
 
-                times = interleaved_seconds(
-                    {"vistra": run(scaled_dot_product_attention),
-                     "torch": run(torch.nn.functional.scaled_dot_product_attention)},
-                    warmup=2, repeat=10,
-                )  # fmt: skip
-                ratio, spread = round_ratios(times["torch"], times["vistra"])
-                rows.append([f"{name} b{batch}", precision, f"{median(times['vistra']) * 1e3:.1f}",
-                             f"{median(times['torch']) * 1e3:.1f}", ratio, spread])  # fmt: skip
+        times = interleaved_seconds(
+            {"vistra": run(ours), "torch": run(torch.nn.functional.scaled_dot_product_attention)},
+            warmup=2, repeat=10,
+        )  # fmt: skip
+        ratio, spread = round_ratios(times["torch"], times["vistra"])
+        rows.append([label, precision, f"{median(times['vistra']) * 1e3:.1f}",
+                     f"{median(times['torch']) * 1e3:.1f}", ratio, spread])  # fmt: skip
     header = ["attention", "precision", "vistra ms", "torch SDPA ms", "torch / vistra", "range"]
     return table(header, rows)
 

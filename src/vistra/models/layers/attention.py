@@ -8,8 +8,8 @@ from timm.layers.attention import Attention
 from torch import Tensor
 
 # Up to this many keys the explicit form below beats PyTorch's fused CPU kernel in bfloat16,
-# forward + backward: 3-4x at 50 keys, 1.1-2x at 100-150, about even at 197
-# (`benchmarks/mae.py --attention`).
+# forward + backward, batch 8: 3.8x at 50 keys, 1.9-2.8x at 100-150, 1.2x at 197, 0.7x at 257
+# (`benchmarks/mae.py --attention`); at 197 keys and batch 32 it is behind (one-off run).
 EXPLICIT_CPU_BF16_MAX_KEYS = 160
 
 
@@ -31,7 +31,12 @@ def scaled_dot_product_attention(
     )
     if not explicit:
         return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
-    with torch.autocast("cpu", enabled=False):  # else the float32 products would run in bf16
+    return float32_attention(queries, keys, values)
+
+
+def float32_attention(queries: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """softmax(q kᵀ / √d) v computed in float32 (autocast off), returned in the values' dtype."""
+    with torch.autocast(queries.device.type, enabled=False):  # else the products run in bf16
         scores = (queries.float() * queries.shape[-1] ** -0.5) @ keys.float().transpose(-2, -1)
         return (scores.softmax(dim=-1) @ values.float()).to(values.dtype)
 
