@@ -103,12 +103,15 @@ def unpatchify(patches: Tensor, patch_size: int, grid: tuple[int, int]) -> Tenso
     )
 
 
-def normalize_patches(patches: Tensor) -> Tensor:
-    """Each patch [..., p*p*C] by its own mean and variance (unbiased, + 1e-6): the paper's
-    ``norm_pix_loss`` target."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    variance = patches.var(dim=-1, keepdim=True)
-    return (patches - mean) / (variance + 1e-6) ** 0.5
+def pixel_targets(images: Tensor, patch_size: int, norm_pix_loss: bool) -> Tensor:
+    """images [B, C, H, W] -> the reconstruction target [B, L, p*p*C]: the patches, each by its
+    own mean and variance (unbiased, + 1e-6) with ``norm_pix_loss`` (the paper's choice)."""
+    target = patchify(images, patch_size)
+    if not norm_pix_loss:
+        return target
+    mean = target.mean(dim=-1, keepdim=True)
+    variance = target.var(dim=-1, keepdim=True)
+    return (target - mean) / (variance + 1e-6) ** 0.5
 
 
 def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
@@ -120,14 +123,12 @@ def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
         images: [B, C, H, W] the input the patches come from.
         mask: [B, L], 1 = removed.
         norm_pix_loss: the target is each patch normalised by its own mean and variance
-            (``normalize_patches``), which the paper finds gives better representations.
+            (``pixel_targets``), which the paper finds gives better representations.
 
     Returns:
         scalar: sum over removed patches of the per-patch mean squared error / removed count.
     """
-    target = patchify(images, patch_size)
-    if norm_pix_loss:
-        target = normalize_patches(target)
+    target = pixel_targets(images, patch_size, norm_pix_loss)
     per_patch = ((predictions - target) ** 2).mean(dim=-1)
     return (per_patch * mask).sum() / mask.sum().clamp_min(1)
 
@@ -377,10 +378,8 @@ class MaskedAutoencoder(nn.Module):
         """
         hidden = block_rows(self.decoder_blocks[-1], hidden, removed + 1)
         predictions = self.decoder_pred(self.decoder_norm(hidden))  # [B, R, p*p*C]
-        target = patchify(images, self.patch_size)
+        target = pixel_targets(images, self.patch_size, self.norm_pix_loss)
         target = target.gather(1, removed[..., None].expand(-1, -1, target.shape[-1]))
-        if self.norm_pix_loss:
-            target = normalize_patches(target)
         per_patch = ((predictions - target) ** 2).mean(dim=-1)
         return per_patch.sum() / max(per_patch.numel(), 1)
 
@@ -408,7 +407,7 @@ __all__ = [
     "MaskedAutoencoder",
     "block_rows",
     "mae_loss",
-    "normalize_patches",
+    "pixel_targets",
     "patchify",
     "random_masking",
     "sincos_2d_position_embedding",
