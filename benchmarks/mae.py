@@ -137,6 +137,8 @@ def compare(cases: list[str], size: str, batch: int, precision: str, peaks: dict
         with FlopCounterMode(display=False) as counter:
             steps[which]()
         flops[which] = counter.get_total_flops()
+        if which.endswith("-compiled"):  # recompiles outside the FLOP counter: not in round 1
+            steps[which]()
     print("GFLOP per step: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in flops.items()))
     times = interleaved_seconds(steps, warmup=0, repeat=rounds)
     steps.clear()  # free both models before the peak-memory children run (ViT-L: 24 GiB)
