@@ -83,10 +83,27 @@ def preprocess_spec(datamodule) -> dict | None:
     return {**spec, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
+CATEGORIES_KEY = "vistra_categories"
+
+
+def data_categories(datamodule) -> dict | None:
+    """``{"names", "ids"}`` of a labelled data module (ids: the file's category ids, or the
+    labels 0..C-1 where the format has none); None for unlabelled data."""
+    names = list(getattr(datamodule, "classes", None) or [])
+    if not names:
+        return None
+    ids = getattr(datamodule, "category_ids", None)
+    return {"names": names, "ids": list(ids) if ids is not None else list(range(len(names)))}
+
+
 def describe_for_inference(checkpoint: dict, network, trainer) -> None:
-    """Add what inference needs to ``checkpoint``: the network spec and the preprocessing."""
+    """Add what inference needs to ``checkpoint``: the network spec, the preprocessing and the
+    data's category names and ids (tasks that know more, e.g. thing classes, write their own)."""
     checkpoint[NETWORK_KEY] = network_spec(network)
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     spec = preprocess_spec(datamodule)
     if spec is not None:
         checkpoint[PREPROCESS_KEY] = spec
+    categories = data_categories(datamodule)
+    if categories is not None and CATEGORIES_KEY not in checkpoint:
+        checkpoint[CATEGORIES_KEY] = categories

@@ -1,35 +1,65 @@
 """The ``vistra`` command.
 
 ``vistra fit|validate|test|predict --config FILE.yaml [--section.key=value ...]`` is Lightning's
-``LightningCLI`` (jsonargparse, ``class_path`` / ``init_args``); ``vistra demo [NAME]`` runs a
-built-in end-to-end job; ``vistra data shapes|check`` writes the built-in shapes set and
-validates COCO files; ``vistra predict --ckpt CKPT --input ... --output DIR`` and ``vistra
-export`` run and export a trained model from its checkpoint alone (``vistra.deploy_cli``).
+``LightningCLI`` (``vistra.engine.lightning_cli``); ``vistra predict --ckpt CKPT --input ...``
+and ``vistra export`` run a trained model from its checkpoint alone (``vistra.deploy_cli``);
+``vistra data`` and ``vistra demo`` are the built-in data and demos. Heavy imports happen only
+once a command is chosen, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import sys
 
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
-
 DEMOS = ("mask2former", "supcon", "detr", "mae")  # the first is the default
 
+OVERVIEW = """\
+usage: vistra COMMAND [options]
 
-class VistraCLI(LightningCLI):
-    """LightningCLI with a checkpoint callback that always keeps ``last.ckpt`` for resuming."""
+MAE, SupCon, DETR and Mask2Former on your own images.
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("subclass_mode_model", True)
-        kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(*args, **kwargs)
+commands:
+  fit        train from a YAML config: vistra fit --config FILE.yaml [--key=value ...]
+             (--ckpt_path last resumes the newest run in its own directory)
+  validate   evaluate a checkpoint on a config's validation data (--ckpt_path CKPT)
+  test       the same on the config's test data
+  predict    run a trained model on images: --ckpt CKPT --input IMAGES --output DIR,
+             or on a config's data: --config FILE.yaml --ckpt_path CKPT
+  export     write an ONNX file or torch.export program and check it against PyTorch
+  data       write the built-in shapes set (data shapes), check a COCO file (data check)
+  demo       a built-in end-to-end run: mask2former (default), supcon, mae, detr
 
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+'vistra COMMAND --help' shows a command's options; 'vistra fit --config FILE.yaml
+--print_config' the whole resolved config.
+"""
+
+PREDICT_HELP = """\
+usage: vistra predict --ckpt CKPT --input IMAGES --output DIR [options]
+       vistra predict --config FILE.yaml --ckpt_path CKPT [--key=value ...]
+
+From a checkpoint alone (no config, no training stack): the checkpoint holds the network,
+its preprocessing and the category names.
+{ckpt_options}
+From a config (Lightning's predict on the config's data, written under the run directory):
+  --config FILE.yaml    the training config
+  --ckpt_path CKPT      the checkpoint to load ('last': the newest run's last.ckpt)
+  'vistra predict --config FILE.yaml --help' lists every config key.
+"""
+
+DEMO_HELP = f"""\
+usage: vistra demo [{"|".join(DEMOS)}]
+
+Built-in end-to-end runs on data written on the spot (nothing is downloaded); each prints its
+metrics and where its time went, and draws pictures under vistra_runs/.
+  mask2former   (default) Mask2Former on the shapes set: PQ, mask AP, mIoU, a picture
+  supcon        SupCon + linear probe on digits
+  mae           MAE pre-training of a ViT-Tiny on digits, its linear probe, reconstructions
+  detr          box-map backbone pre-training then DETR on 64-pixel shapes, COCO box AP
+"""
+
+
+def wants_help(words: list[str]) -> bool:
+    return any(word in ("-h", "--help") for word in words)
 
 
 def data_command(words: list[str]) -> int:
@@ -66,28 +96,73 @@ def data_command(words: list[str]) -> int:
     return 0 if report.ok else 1
 
 
+def predict_help() -> str:
+    from vistra.deploy_cli import predict_parser
+
+    options = predict_parser().format_help().split("options:", 1)[-1]
+    return PREDICT_HELP.format(ckpt_options=options.rstrip() + "\n")
+
+
+def silence_known_noise() -> None:
+    """Third-party messages that say nothing about the user's run."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*`tensorboardX` has been removed.*")
+
+    class DropTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning_utilities.core.rank_zero"):
+        logging.getLogger(name).addFilter(DropTips())
+
+
 def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] == "data":
+    command = words[0] if words else None
+    if command is None or command in ("-h", "--help", "help"):
+        print(OVERVIEW, end="")
+        return
+    if command == "data":
         sys.exit(data_command(words[1:]))
-    if words and words[0] == "export":
+    if command == "export":
         from vistra.deploy_cli import export_command
 
         sys.exit(export_command(words[1:]))
-    if words and words[0] == "predict" and any(w.startswith("--ckpt=") or w == "--ckpt"
-                                               for w in words):  # fmt: skip
+    if command == "predict" and any(w == "--ckpt" or w.startswith("--ckpt=") for w in words):
         from vistra.deploy_cli import predict_command
 
         sys.exit(predict_command(words[1:]))
-    if words and words[0] == "demo":
+    if command == "predict" and wants_help(words) and "--config" not in words:
+        print(predict_help(), end="")
+        return
+    if command == "demo":
+        if wants_help(words):
+            print(DEMO_HELP, end="")
+            return
         from vistra.demo import run_demo
 
         name = words[1] if len(words) > 1 else DEMOS[0]
         if name not in DEMOS:
             sys.exit(f"vistra demo: unknown demo {name!r}; choose from {', '.join(DEMOS)}")
+        silence_known_noise()
         run_demo(name, *words[2:])
         return
+    silence_known_noise()
+    from vistra.engine.lightning_cli import VistraCLI
+
     VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+
+
+def __getattr__(name: str):
+    # ``from vistra.cli import VistraCLI`` keeps working without importing Lightning here.
+    if name == "VistraCLI":
+        from vistra.engine.lightning_cli import VistraCLI
+
+        return VistraCLI
+    raise AttributeError(f"module 'vistra.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vistra.checkpoint import build_network, load_network, network_spec
-from vistra.cli import VistraCLI
+from vistra.engine.lightning_cli import VistraCLI
 from vistra.evaluation.linear_probe import fit_linear_probe, top_k_accuracy
 
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from vistra.cli import VistraCLI
 from vistra.data.shapes import write_shapes
+from vistra.engine.lightning_cli import VistraCLI
 
 CONFIGS = Path(__file__).resolve().parent / "configs" / "detr"
 SHAPES = dict(train=2000, val=200, size=64, seed=0, max_objects=3)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from vistra.cli import VistraCLI
 from vistra.data.shapes import write_shapes
+from vistra.engine.lightning_cli import VistraCLI
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "mask2former" / "shapes.yaml"
 SHAPES = dict(train=2000, val=200, size=96, seed=0, max_objects=3)

@@ -33,16 +33,26 @@ def find_images(spec: str) -> list[Path]:
     return matches
 
 
-def predict_command(words: list[str]) -> int:
+def predict_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vistra predict")
     parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt) or .onnx file")
     parser.add_argument("--input", required=True, help="image file, folder or glob pattern")
     parser.add_argument("--output", required=True, help="folder for the results")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    parser.add_argument("--threshold", type=float, default=0.5, help="score to draw a box")
-    options = parser.parse_args(words)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="bf16 / fp16 run under autocast")  # fmt: skip
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="detections scoring at least this are drawn (all are in the JSON)",
+    )
+    return parser
+
+
+def predict_command(words: list[str]) -> int:
+    options = predict_parser().parse_args(words)
     from vistra.predictor import InputError, Predictor, to_pil
 
     try:
@@ -132,6 +142,7 @@ class DetectionWriter:
 
     def __init__(self, predictor, out: Path, options) -> None:
         self.out, self.threshold, self.results, self.images = out, options.threshold, [], []
+        self.empty: list[str] = []  # pictures with no box at the threshold, and why
         (out / "pictures").mkdir(exist_ok=True)
 
     def add(self, path, image, result) -> None:
@@ -147,6 +158,11 @@ class DetectionWriter:
                                           round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
                                  "score": round(float(score), 5)})  # fmt: skip
         keep = result.scores >= self.threshold
+        if not keep.any() and len(result.scores):
+            self.empty.append(
+                f"{path.name}: {len(result.scores)} detections, all below "
+                f"--threshold {self.threshold} (best {float(result.scores.max()):.3f})"
+            )
         labels = result.labels[keep].tolist()
         names = [name for name, kept in zip(result.names, keep.tolist()) if kept]
         picture = draw_detections(image, result.boxes[keep], names, result.scores[keep], labels,
@@ -156,6 +172,12 @@ class DetectionWriter:
     def close(self) -> None:
         (self.out / "detections.json").write_text(json.dumps(self.results))
         (self.out / "images.json").write_text(json.dumps(self.images))
+        if self.empty:
+            print(f"{len(self.empty)} of {len(self.images)} pictures have no box drawn; lower "
+                  "--threshold to see them (detections.json has every detection):",
+                  file=sys.stderr)  # fmt: skip
+            for line in self.empty[:10]:
+                print(f"  {line}", file=sys.stderr)
 
 
 class SegmentationWriter:

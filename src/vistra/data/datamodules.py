@@ -65,7 +65,13 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def classes(self) -> list[str]:
+        """Class names, index = label (empty for unlabelled data)."""
         return self.train_source.classes
+
+    @property
+    def classes_origin(self) -> str:
+        """The file or folder the classes come from (for messages)."""
+        return self.train_source.origin
 
     def train_transform(self):
         raise NotImplementedError

@@ -127,6 +127,11 @@ class PaddedBatchLoaders:
 
     collate = staticmethod(collate_detection)
 
+    @property
+    def classes_origin(self) -> str:
+        """The annotation file the categories come from (for messages)."""
+        return str(self.train_source.origin)
+
     def _options(self) -> dict:
         hp = self.hparams
         pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"

@@ -143,7 +143,7 @@ class DETR(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         backbone: str = "resnet50",
         dilation: bool = False,
         backbone_checkpoint: str | None = None,
@@ -160,6 +160,11 @@ class DETR(nn.Module):
         aux_loss: bool = True,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError(
+                "num_classes is not set: give it, or train with `vistra fit`, which takes it from "
+                "the data"
+            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if num_queries < 1 or num_decoder_layers < 1:

@@ -38,7 +38,7 @@ class ViTClassifier(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         size: str = "base",
         image_size: int = 224,
         patch_size: int = 16,
@@ -51,6 +51,11 @@ class ViTClassifier(nn.Module):
         depth: int | None = None,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError(
+                "num_classes is not set: give it, or train with `vistra fit`, which takes it from "
+                "the data"
+            )
         if size not in PRESETS:
             raise ValueError(f"size must be one of {sorted(PRESETS)}, got {size!r}")
         if global_pool not in ("avg", "token"):
@@ -80,7 +85,7 @@ class ViTClassifier(nn.Module):
         )
         nn.init.trunc_normal_(self.vit.head.weight, std=2e-5)  # MAE fine-tuning head init
         nn.init.zeros_(self.vit.head.bias)
-        self.num_features = width
+        self.num_features, self.num_classes = width, num_classes
         if checkpoint is not None:
             self.load_encoder(checkpoint)
         if trainable_blocks is not None:

@@ -21,10 +21,11 @@ from torch import Tensor, nn
 
 from vistra.losses.box_map import IGNORE_INDEX, box_class_maps
 from vistra.models.backbones import create_feature_backbone
+from vistra.tasks.class_count import NOT_SET, ClassCountCheck
 from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
 
 
-class BoxMapPretraining(L.LightningModule):
+class BoxMapPretraining(ClassCountCheck, L.LightningModule):
     """Per-pixel box-class segmentation with a timm backbone's stage ``backbone_stage`` output.
 
     Batches are DETR batches: ``(images [B,3,H,W], pixel_mask [B,H,W], targets)`` from
@@ -40,7 +41,7 @@ class BoxMapPretraining(L.LightningModule):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         backbone: str = "resnet50",
         backbone_stage: int = 4,
         backbone_out: str | None = None,
@@ -49,11 +50,16 @@ class BoxMapPretraining(L.LightningModule):
         warmup_steps: int = 0,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError(NOT_SET)
         self.save_hyperparameters()
         self.backbone = create_feature_backbone(
             backbone, out_indices=(backbone_stage,), frozen_batchnorm=False, frozen_prefixes=()
         )
         self.head = nn.Conv2d(self.backbone.feature_info.channels()[-1], num_classes + 1, 1)
+
+    def configured_classes(self) -> int:
+        return self.hparams.num_classes
 
     def forward(self, images: Tensor) -> Tensor:
         """images [B,3,H,W] -> class logits [B, C+1, H, W] (upsampled bilinearly)."""

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vistra.checkpoint import describe_for_inference, load_network
+from vistra.tasks.class_count import NOT_SET, ClassCountCheck
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
@@ -26,14 +27,14 @@ class AccuracyMetrics:
         self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
 
 
-class LinearProbe(AccuracyMetrics, L.LightningModule):
+class LinearProbe(ClassCountCheck, AccuracyMetrics, L.LightningModule):
     """Cross-entropy on ``Linear(encoder features)``; the encoder stays in eval mode, no grad.
 
     Give either ``checkpoint`` (a stage-1 vistra checkpoint: the network is rebuilt from it) or
     ``network`` (e.g. a randomly initialised ``SupConModel`` as the baseline).
 
     Args:
-        num_classes: classes of the dataset.
+        num_classes: classes of the dataset (``vistra fit`` takes it from the data).
         checkpoint: path of a vistra checkpoint holding the encoder.
         network: a module with ``forward_features`` and ``num_features``.
         feature_norm: BatchNorm without affine before the head (the MAE linear-probe recipe).
@@ -42,7 +43,7 @@ class LinearProbe(AccuracyMetrics, L.LightningModule):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         checkpoint: str | None = None,
         network: nn.Module | None = None,
         feature_norm: bool = False,
@@ -55,6 +56,8 @@ class LinearProbe(AccuracyMetrics, L.LightningModule):
         super().__init__()
         if (checkpoint is None) == (network is None):
             raise ValueError("give exactly one of checkpoint (a stage-1 run) or network")
+        if num_classes is None:
+            raise ValueError(NOT_SET)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.save_hyperparameters(ignore=["network"])
@@ -64,6 +67,9 @@ class LinearProbe(AccuracyMetrics, L.LightningModule):
         norm = nn.BatchNorm1d(width, affine=False) if feature_norm else nn.Identity()
         self.head = nn.Sequential(norm, nn.Linear(width, num_classes))
         self._init_accuracy(num_classes)
+
+    def configured_classes(self) -> int:
+        return self.hparams.num_classes
 
     def train(self, mode: bool = True):
         super().train(mode)

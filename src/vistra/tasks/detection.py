@@ -9,17 +9,16 @@ import lightning as L
 import torch
 from torch import nn
 
-from vistra.checkpoint import describe_for_inference
+from vistra.checkpoint import CATEGORIES_KEY, describe_for_inference
 from vistra.evaluation.coco import COCOEvaluator, detections_to_coco, tensor_image_ids
 from vistra.losses import HungarianMatcher, SetCriterion
 from vistra.models.detr import detr_postprocess
+from vistra.tasks.class_count import ClassCountCheck
 from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
 
-CATEGORIES_KEY = "vistra_categories"
 
-
-class DetectionTask(SetPredictionSteps, L.LightningModule):
+class DetectionTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
     """Set-prediction training of ``network`` (a ``DETR``) with COCO box AP at validation.
 
     Batches are ``(images [B,3,H,W], pixel_mask [B,H,W], targets)`` from
@@ -69,6 +68,9 @@ class DetectionTask(SetPredictionSteps, L.LightningModule):
         self.evaluator: COCOEvaluator | None = None
         self.category_ids: list[int] | None = None
         self.class_names: list[str] | None = None
+
+    def configured_classes(self) -> int:
+        return self.network.num_classes
 
     # -- evaluation ----------------------------------------------------------------------------
 

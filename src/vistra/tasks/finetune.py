@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vistra.checkpoint import describe_for_inference
+from vistra.tasks.class_count import ClassCountCheck
 from vistra.tasks.classification import AccuracyMetrics
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
-class FineTuning(AccuracyMetrics, L.LightningModule):
+class FineTuning(ClassCountCheck, AccuracyMetrics, L.LightningModule):
     """Cross-entropy fine-tuning with mixup / cutmix, label smoothing and layer-wise lr decay.
 
     The MAE paper's recipe (ViT-B): AdamW (0.9, 0.999), base lr 5e-4 (lr = base_lr x global
@@ -22,7 +23,7 @@ class FineTuning(AccuracyMetrics, L.LightningModule):
 
     Args:
         network: e.g. ``ViTClassifier``; needs ``num_layers`` / ``layer_of`` for layer decay.
-        num_classes: for mixup's soft targets and the metrics.
+        num_classes: for mixup's soft targets and the metrics (default: the network's).
         mixup, cutmix: Beta(alpha, alpha) parameters; 0 turns each off (timm's ``Mixup``).
         label_smoothing: applied to the (mixed) targets.
         layer_decay: None for one learning rate everywhere.
@@ -31,7 +32,7 @@ class FineTuning(AccuracyMetrics, L.LightningModule):
     def __init__(
         self,
         network: nn.Module,
-        num_classes: int,
+        num_classes: int | None = None,
         base_lr: float = 5e-4,
         weight_decay: float = 0.05,
         layer_decay: float | None = 0.65,
@@ -42,9 +43,11 @@ class FineTuning(AccuracyMetrics, L.LightningModule):
         label_smoothing: float = 0.1,
     ) -> None:
         super().__init__()
+        num_classes = num_classes if num_classes is not None else network.num_classes
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.save_hyperparameters(ignore=["network"])
+        self.hparams.num_classes = num_classes
         self.network = network
         self.mixing = None
         if mixup > 0 or cutmix > 0:
@@ -57,6 +60,9 @@ class FineTuning(AccuracyMetrics, L.LightningModule):
                 num_classes=num_classes,
             )
         self._init_accuracy(num_classes)
+
+    def configured_classes(self) -> int:
+        return self.hparams.num_classes
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vistra.checkpoint import describe_for_inference
+from vistra.checkpoint import CATEGORIES_KEY, describe_for_inference
 from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator, tensor_image_ids
 from vistra.evaluation.panoptic import CategoryCounts, PanopticQuality, Segment
 from vistra.evaluation.semantic import MeanIoU
@@ -22,10 +22,9 @@ from vistra.models.mask2former.postprocess import (
     resize_mask_logits,
     semantic_inference,
 )
+from vistra.tasks.class_count import ClassCountCheck
 from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
-
-CATEGORIES_KEY = "vistra_categories"
 
 
 def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> list[dict]:
@@ -46,7 +45,7 @@ def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> li
     return results
 
 
-class SegmentationTask(SetPredictionSteps, L.LightningModule):
+class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
     """Mask2Former training (``network``: a ``Mask2Former``) with universal evaluation.
 
     Validation reports what the data allows: PQ / SQ / RQ (all, things, stuff) on COCO
@@ -100,6 +99,9 @@ class SegmentationTask(SetPredictionSteps, L.LightningModule):
         self.class_names: list[str] | None = None
         self.thing_labels: list[int] | None = None
         self.last_metrics: dict[str, float] = {}
+
+    def configured_classes(self) -> int:
+        return self.network.num_classes
 
     # -- inference -------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class Mask2Former(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         backbone: str = "resnet50",
         backbone_checkpoint: str | None = None,
         frozen_batchnorm: bool = True,
@@ -82,6 +82,11 @@ class Mask2Former(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ValueError(
+                "num_classes is not set: give it, or train with `vistra fit`, which takes it from "
+                "the data"
+            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if dim % 32 or dim % heads:

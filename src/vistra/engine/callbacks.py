@@ -1,0 +1,152 @@
+"""Callbacks the ``vistra`` command adds: a progress bar with real epoch totals, a parameter
+count instead of Lightning's table, the run summary at the end, and atomic checkpoint files."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+
+# The metric that says how well a run went, first found wins.
+HEADLINE_METRICS = ("val/PQ", "val/AP", "val/mIoU", "val/top1", "val/knn_top1", "train/loss")
+
+
+def total_epochs(trainer: L.Trainer) -> int | None:
+    """Epochs the run will take: ``max_epochs``, or fewer when ``max_steps`` ends it first."""
+    limits = []
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        limits.append(trainer.max_epochs)
+    batches = trainer.num_training_batches
+    if trainer.max_steps > 0 and batches not in (0, math.inf):
+        steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        limits.append(math.ceil(trainer.max_steps / steps_per_epoch))
+    return min(limits) if limits else None
+
+
+def epoch_description(trainer: L.Trainer, current_epoch: int) -> str:
+    total = total_epochs(trainer)
+    return f"Epoch {current_epoch + 1}" + (f"/{total}" if total else "")
+
+
+class RichBar(RichProgressBar):
+    """Lightning's rich bar reading ``Epoch 3/20`` (counted from 1) and without ``v_num``."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        text = epoch_description(self.trainer, current_epoch)
+        return f"{text:{len(self.validation_description)}}"
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+class PlainBar(TQDMProgressBar):
+    """Lightning's tqdm bar (when rich is not installed) with the same description."""
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(epoch_description(trainer, trainer.current_epoch))
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
+def progress_bar() -> L.Callback:
+    try:
+        import rich  # noqa: F401
+    except ModuleNotFoundError:
+        return PlainBar()
+    return RichBar()
+
+
+class ParameterCount(L.Callback):
+    """One line per part of the task: parameters, trainable ones."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer, pl_module) -> None:
+        parts = [(name, module) for name, module in pl_module.named_children()
+                 if any(True for _ in module.parameters())]  # fmt: skip
+        for name, module in parts:
+            total = sum(p.numel() for p in module.parameters())
+            trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            print(f"{name} ({type(module).__name__}): {_millions(total)} parameters, "
+                  f"{_millions(trainable)} trained")  # fmt: skip
+
+
+class RunSummary(L.Callback):
+    """At the end of ``fit``: the run directory, last and best checkpoint, headline metric.
+
+    Printed at teardown, after the progress bar (listed before this callback) has closed."""
+
+    @rank_zero_only
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            for line in summary_lines(trainer):
+                print(line)
+
+    @rank_zero_only
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            for line in summary_lines(trainer):
+                print(line)
+
+
+def summary_lines(trainer: L.Trainer) -> list[str]:
+    lines = [f"run directory: {trainer.log_dir or trainer.default_root_dir}"]
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.last_model_path:
+        progress = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+        lines.append(f"last checkpoint: {callback.last_model_path} ({progress})")
+    if callback is not None and callback.monitor and callback.best_model_path:
+        score = callback.best_model_score
+        value = f" ({callback.monitor} {float(score):.4f})" if score is not None else ""
+        lines.append(f"best checkpoint: {callback.best_model_path}{value}")
+    metrics = trainer.callback_metrics
+    for name in HEADLINE_METRICS:
+        if name in metrics:
+            lines.append(f"{name}: {float(metrics[name]):.4f}")
+            break
+    return lines
+
+
+class FinalCheckpoint(L.Callback):
+    """``last.ckpt`` also after the final step, which a step interval
+    (``--checkpoint.every_n_train_steps``) does not reach unless it divides the run."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        callback = trainer.checkpoint_callback
+        if callback is None or not callback.save_last or callback.dirpath is None:
+            return
+        if getattr(callback, "_last_global_step_saved", -1) == trainer.global_step:
+            return
+        trainer.save_checkpoint(os.path.join(callback.dirpath, "last.ckpt"))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the same folder, then renamed: a kill
+    mid-write leaves the previous file whole."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = Path(path)
+        if "://" in str(path):  # remote storage: Lightning's own writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(checkpoint, temporary)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f} M" if count >= 1e5 else f"{count:,}"

@@ -1,0 +1,133 @@
+"""``VistraCLI``: Lightning's ``LightningCLI`` with what the ``vistra`` command promises.
+
+- the data module is built first; ``num_classes`` left out of the model is taken from it, and
+  one that contradicts it stops the run with both numbers and the file (``engine.classes``);
+- ``--ckpt_path last`` finds the newest run's ``last.ckpt`` and ``fit`` continues that run's
+  directory (``engine.resume``); checkpoints are written atomically;
+- CSV and TensorBoard logs in one run directory, a progress bar with real totals, a parameter
+  count and a closing summary (``engine.callbacks``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.cli import LightningCLI
+
+from vistra.engine.callbacks import (
+    AtomicCheckpointIO,
+    FinalCheckpoint,
+    ParameterCount,
+    RunSummary,
+    progress_bar,
+)
+from vistra.engine.classes import ClassCountError, data_classes, fill_num_classes
+from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
+from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
+
+
+class VistraCLI(LightningCLI):
+    """``vistra fit|validate|test|predict --config FILE.yaml [--key=value ...]``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        self.continued_run = None
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "trainer.enable_model_summary": False})
+
+    # -- classes from the data, resume -------------------------------------------------------
+
+    def instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        datamodule = self._build_datamodule(config)
+        self._resolve_ckpt_path(config)
+        reuse = [(lambda cls, *args, **kwargs: datamodule, LightningDataModule, True)]
+        self.config_init = self.parser.instantiate(
+            self.config, instantiators=reuse if datamodule is not None else None
+        )
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self._add_configure_optimizers_method_to_model(self.subcommand)
+        self.trainer = self.instantiate_trainer()
+
+    def _build_datamodule(self, config: Namespace):
+        """The data module alone (built once, reused), and the class count filled from it."""
+        if config.get("data") is None:
+            return None
+        parser = self._parser(self.subcommand)
+        try:
+            datamodule = parser.instantiate(Namespace(data=config.data),
+                                            instantiate_groups=False).data  # fmt: skip
+        except (ValueError, FileNotFoundError, OSError) as error:
+            sys.exit(f"vistra: {error}")
+        found = data_classes(datamodule)
+        if found is not None and config.get("model") is not None:
+            try:
+                fill_num_classes(config.model, *found)
+            except ClassCountError as error:
+                sys.exit(f"vistra: {error}")
+        return datamodule
+
+    def _resolve_ckpt_path(self, config: Namespace) -> None:
+        """``last`` -> the newest run's ``last.ckpt``; ``fit`` continues the run it belongs to."""
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        root = self._trainer_setting(config, "default_root_dir") or os.getcwd()
+        if ckpt_path == "last":
+            found = newest_resumable_run(root)
+            if found is None:
+                print(f"vistra: no last.ckpt under {os.path.join(root, RUNS_FOLDER)}: "
+                      "starting a new run", file=sys.stderr)  # fmt: skip
+                config.ckpt_path = None
+                return
+            run, ckpt_path = found
+            config.ckpt_path = str(ckpt_path)
+        elif not os.path.isfile(ckpt_path):
+            sys.exit(f"vistra: --ckpt_path {ckpt_path}: no such checkpoint file")
+        else:
+            run = run_of_checkpoint(ckpt_path)
+        if self.subcommand == "fit":
+            self.continued_run = run
+            where = f" in {run.path}" if run is not None else ""
+            print(f"vistra: resuming from {config.ckpt_path}{where}", file=sys.stderr)
+
+    # -- trainer ------------------------------------------------------------------------------
+
+    def instantiate_trainer(self, **kwargs):
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self._trainer_setting(config, "logger") in (None, True):
+            run = self.continued_run
+            root = self._trainer_setting(config, "default_root_dir") or os.getcwd()
+            if run is not None and run.name == RUNS_FOLDER:
+                kwargs["logger"] = run_loggers(run.save_dir, run.version)
+            else:
+                kwargs["logger"] = run_loggers(root, next_version(root))
+        if not self._trainer_setting(config, "plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        callbacks = [*callbacks, ParameterCount(), FinalCheckpoint()]
+        chosen = config.get("callbacks") or []
+        chosen = chosen if isinstance(chosen, list) else [chosen]
+        has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)
+        if config.get("enable_progress_bar") is not False and not has_bar:
+            callbacks.append(progress_bar())
+        callbacks.append(RunSummary())  # after the bar: it prints once the bar has closed
+        return super()._instantiate_trainer(config, callbacks)
+
+    @staticmethod
+    def _trainer_setting(config: Namespace, key: str):
+        trainer = config.get("trainer")
+        return trainer.get(key) if trainer is not None else None
