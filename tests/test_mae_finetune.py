@@ -94,3 +94,75 @@ def test_encoder_of_another_depth_is_refused(mae_file, tmp_path):
     assert (
         len(ViTClassifier(10, "tiny", 32, 8, depth=2, checkpoint=str(vistra_file)).vit.blocks) == 2
     )
+
+
+def cubic_weights(t: float, a: float = -0.75) -> list[float]:
+    """Keys' cubic convolution weights of the 4 neighbours at offsets -1, 0, 1, 2."""
+
+    def kernel(x: float) -> float:
+        x = abs(x)
+        if x <= 1:
+            return (a + 2) * x**3 - (a + 3) * x**2 + 1
+        if x < 2:
+            return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+        return 0.0
+
+    return [kernel(t + 1), kernel(t), kernel(1 - t), kernel(2 - t)]
+
+
+def bicubic_by_hand(grid, size: int):
+    """[h, w, D] -> [size, size, D], half-pixel centres, edge pixels repeated, no antialias."""
+    import numpy as np
+
+    def along(array, axis: int):
+        old = array.shape[axis]
+        out = []
+        for index in range(size):
+            source = (index + 0.5) * old / size - 0.5
+            base = int(np.floor(source))
+            weights = cubic_weights(source - base)
+            taps = [
+                np.take(array, min(max(base + k, 0), old - 1), axis=axis) for k in (-1, 0, 1, 2)
+            ]
+            out.append(sum(w * tap for w, tap in zip(weights, taps)))
+        return np.stack(out, axis=axis)
+
+    return along(along(grid, 0), 1)
+
+
+def test_position_embeddings_resized_like_a_hand_computed_bicubic():
+    from vistra.models.vit_classifier import resize_position_embedding
+
+    torch.manual_seed(0)
+    old = torch.randn(1, 1 + 8 * 8, 5, dtype=torch.float64)
+    new = resize_position_embedding(old, (12, 12))
+    assert new.shape == (1, 1 + 12 * 12, 5)
+    torch.testing.assert_close(new[:, 0], old[:, 0])  # the class token is kept
+    expected = bicubic_by_hand(old[0, 1:].reshape(8, 8, 5).numpy(), 12).reshape(144, 5)
+    # timm resizes in float32: float32 rounding is the only difference allowed
+    torch.testing.assert_close(new[0, 1:], torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_finetune_a_64_pixel_mae_at_96_pixels_through_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder("tiny", image_size=64, patch_size=8, decoder_depth=1)
+    mae_file = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": mae.state_dict()}, mae_file)  # the MAE repository's layout
+    at_96 = [f"--{key}=96" for key in ("model.init_args.network.init_args.image_size",
+                                       "data.init_args.image_size",
+                                       "data.init_args.train.init_args.image_size",
+                                       "data.init_args.val.init_args.image_size")]  # fmt: skip
+    command = [sys.executable, "-m", "vistra.cli", "fit",
+               "--config", str(CONFIGS / "finetune_digits.yaml"), *at_96,
+               "--model.init_args.network.init_args.checkpoint", str(mae_file),
+               "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+               "--data.init_args.batch_size=16"]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "64 patches resized bicubically to the 12 x 12 patch grid" in result.stdout
+    last = next(tmp_path.rglob("last.ckpt"))
+    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert state["network.vit.pos_embed"].shape == (1, 1 + 12 * 12, 192)

@@ -9,10 +9,10 @@ after the final norm feeds the head.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -33,7 +33,9 @@ class ViTClassifier(nn.Module):
             its norm); None trains everything.
         depth: encoder blocks instead of the preset's (as ``MaskedAutoencoder``'s ``depth``).
         checkpoint: weights to start from: a vistra MAE checkpoint, the MAE repository's
-            ``mae_pretrain_*.pth`` or a Hugging Face ViTMAE checkpoint (encoder only).
+            ``mae_pretrain_*.pth`` or a Hugging Face ViTMAE checkpoint (encoder only). Its
+            ``image_size`` may differ (same ``patch_size``): the position embeddings are
+            resized bicubically to this model's patch grid.
     """
 
     def __init__(
@@ -93,8 +95,16 @@ class ViTClassifier(nn.Module):
 
     def load_encoder(self, path: str | Path) -> None:
         """Copy a pre-trained MAE encoder in (decoder and heads of the file are ignored)."""
-        state = _mae_encoder_state(path, self.config)
+        state = _mae_encoder_state(path)
         target = self.vit.state_dict()
+        if "pos_embed" in state and state["pos_embed"].shape != target["pos_embed"].shape:
+            grid = tuple(self.vit.patch_embed.grid_size)
+            old = state["pos_embed"].shape[1] - 1
+            state["pos_embed"] = resize_position_embedding(state["pos_embed"], grid)
+            print(
+                f"{path}: position embeddings of {old} patches resized bicubically to the "
+                f"{grid[0]} x {grid[1]} patch grid of {self.config['image_size']}-pixel images"
+            )
         # "norm." is absent on purpose with global_pool="avg" (fc_norm replaces it).
         blocks_only = lambda keys: {k for k in keys if k.startswith(("blocks.", "patch_embed."))}  # noqa: E731
         missing = sorted(blocks_only(target) - set(state))
@@ -144,25 +154,33 @@ class ViTClassifier(nn.Module):
         return {"vit.cls_token", "vit.pos_embed"}
 
 
-def _mae_encoder_state(path: str | Path, config: dict) -> dict[str, Tensor]:
-    """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names.
+def _mae_encoder_state(path: str | Path) -> dict[str, Tensor]:
+    """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names: a vistra
+    checkpoint (its ``network.`` weights), the MAE repository's ``.pth`` or a Hugging Face
+    ViTMAE file (renamed)."""
+    from vistra.convert.files import read_state_dict
+    from vistra.convert.mae import mae_state_dict_from_hf
 
-    A vistra checkpoint already holds them; other kinds go through ``load_mae_weights`` into
-    a throw-away ``MaskedAutoencoder`` of the classifier's size (built only then)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    raw = (
-        torch.load(path, map_location="cpu", weights_only=False) if path.suffix == ".ckpt" else None
-    )
-    if isinstance(raw, dict) and "vistra_network" in raw:
-        prefix = "network."
-        return {k[len(prefix) :]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
-    from vistra.convert.mae import load_mae_weights
-    from vistra.models.mae import MaskedAutoencoder
+    state = read_state_dict(path)
+    if any(key.startswith("network.") for key in state):
+        return {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+    if any(key.startswith(("vit.", "embeddings.", "decoder.decoder")) for key in state):
+        return mae_state_dict_from_hf(state)
+    return state
 
-    donor = MaskedAutoencoder(config["size"], config["image_size"], config["patch_size"],
-                              decoder_depth=1, in_chans=config["in_chans"],
-                              depth=config["depth"])  # fmt: skip
-    load_mae_weights(donor, path, encoder_only=True)
-    return donor.state_dict()
+
+def resize_position_embedding(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[1, 1 + h*w, D] (class token first) -> [1, 1 + H*W, D] for the patch grid ``grid``.
+
+    The grid part is resized bicubically without antialiasing (``align_corners=False``), as
+    the MAE and DeiT fine-tuning code does; the class token is kept. A square old grid is
+    assumed (the MAE and ViT checkpoints people have)."""
+    from timm.layers import resample_abs_pos_embed
+
+    old = round(math.sqrt(pos_embed.shape[1] - 1))
+    if old * old != pos_embed.shape[1] - 1:
+        raise ValueError(
+            f"position embedding of {pos_embed.shape[1] - 1} patches is not a square grid"
+        )
+    return resample_abs_pos_embed(pos_embed, list(grid), [old, old], num_prefix_tokens=1,
+                                  interpolation="bicubic", antialias=False)  # fmt: skip
