@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vistra.convert.files import load_checked, read_state_dict
+from vistra.convert.files import (
+    load_checked,
+    load_with_new_class_head,
+    network_weights,
+    read_state_dict,
+)
 
 ORIGINAL_RENAMES = [
     (r"^backbone\.0\.body\.", "backbone."),
@@ -76,18 +81,23 @@ def detr_state_dict_from_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return fused
 
 
-def load_detr_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load an original-repository or Hugging Face DETR checkpoint into ``model``.
+def load_detr_weights(model: nn.Module, path: str | Path, new_classes: bool = False) -> nn.Module:
+    """Load an original-repository, Hugging Face or vistra DETR checkpoint into ``model``.
 
-    The model must have the checkpoint's number of classes (original COCO models: 91, ids
-    0..90 with unused ids, "no object" last).
+    Args:
+        new_classes: the model may have another class count than the file (fine-tuning a
+            COCO detector on your categories): the class head then starts from scratch.
+            Otherwise the model must have the file's classes (original COCO models: 91, ids
+            0..90 with unused ids, "no object" last).
 
     Raises:
         ValueError listing missing, unexpected and wrong-shape keys when they do not fit.
     """
-    state = read_state_dict(path)
+    state = network_weights(read_state_dict(path))
     if any(key.startswith("transformer.") for key in state):
         state = detr_state_dict_from_original(state)
     elif any(key.startswith(("model.", "class_labels_classifier.")) for key in state):
         state = detr_state_dict_from_hf(state)
+    if new_classes:
+        return load_with_new_class_head(model, state, path, "class_embed")
     return load_checked(model, state, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -55,7 +56,9 @@ def load_checked(
         may_be_missing: predicate for keys the checkpoint may lack (they keep their init).
     """
     expected = model.state_dict()
-    missing = sorted(k for k in set(expected) - set(state) if not may_be_missing(k))
+    # BatchNorm's step counters carry no weights (frozen-BatchNorm files have none).
+    counter = lambda key: key.endswith("num_batches_tracked")  # noqa: E731
+    missing = sorted(k for k in set(expected) - set(state) if not may_be_missing(k) | counter(k))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -72,3 +75,29 @@ def load_checked(
         )
     model.load_state_dict(state, strict=False)
     return model
+
+
+def network_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The network's part of a vistra (Lightning) checkpoint's state (``network.*``, prefix
+    removed); any other state is returned as it is."""
+    if not any(key.startswith("network.") for key in state):
+        return state
+    return {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+
+
+def load_with_new_class_head(
+    model: torch.nn.Module, state: dict[str, Tensor], origin: str | Path, head: str
+) -> torch.nn.Module:
+    """``load_checked``, except that when the file's class head (``head`` + ``.weight`` /
+    ``.bias``, [C+1, d] / [C+1]) has another class count than ``model``, that head keeps its
+    initialisation and a message says so; every other weight must still fit exactly."""
+    keys = (f"{head}.weight", f"{head}.bias")
+    expected = model.state_dict()
+    if keys[0] not in state or state[keys[0]].shape == expected[keys[0]].shape:
+        return load_checked(model, state, origin)
+    file_classes, model_classes = state[keys[0]].shape[0] - 1, expected[keys[0]].shape[0] - 1
+    print(f"{origin}: {file_classes} classes in the file, {model_classes} in the model: the "
+          f"class head ({head}) starts from scratch, every other weight is loaded",
+          file=sys.stderr)  # fmt: skip
+    kept = {k: v for k, v in state.items() if k not in keys}
+    return load_checked(model, kept, origin, may_be_missing=lambda key: key in keys)

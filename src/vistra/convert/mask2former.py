@@ -31,7 +31,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vistra.convert.files import load_checked, read_state_dict
+from vistra.convert.files import (
+    load_checked,
+    load_with_new_class_head,
+    network_weights,
+    read_state_dict,
+)
 
 SWIN_RENAMES = [
     (r"^model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d)\.",
@@ -186,21 +191,29 @@ def mask2former_state_dict_from_original(state: dict[str, Tensor]) -> dict[str, 
     return renamed
 
 
-def load_mask2former_weights(model: nn.Module, path: str | Path) -> nn.Module:
+def load_mask2former_weights(
+    model: nn.Module, path: str | Path, new_classes: bool = False
+) -> nn.Module:
     """Load a Hugging Face or original-repository Mask2Former checkpoint into ``model``.
 
     The model must have the checkpoint's number of classes and sizes. Backbone weights load only
     when they use timm's names (see the module docstring); otherwise they are listed as missing
     or unexpected in the error.
 
+    Args:
+        new_classes: the model may have another class count than the file (e.g. COCO's 133
+            panoptic classes -> yours): the class head then starts from scratch.
+
     Raises:
         ValueError listing missing, unexpected and wrong-shape keys when they do not fit.
     """
-    state = read_state_dict(path)
+    state = network_weights(read_state_dict(path))
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if any(key.startswith("sem_seg_head.") for key in state):
         state = mask2former_state_dict_from_original(state)
     elif any(key.startswith(("model.pixel_level_module.", "class_predictor.")) for key in state):
         state = mask2former_state_dict_from_hf(state)
+    if new_classes:
+        return load_with_new_class_head(model, state, path, "decoder.class_embed")
     return load_checked(model, state, path)

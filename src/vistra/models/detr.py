@@ -139,6 +139,9 @@ class DETR(nn.Module):
             transformer.
         num_queries: object queries (the most objects one image can have).
         aux_loss: also return predictions of every earlier decoder layer.
+        checkpoint: a whole detector to start from (original ``detr-r50-*.pth``, Hugging Face
+            or vistra file); trained on other classes (e.g. COCO's 91), its class head is
+            re-initialised with a message and everything else loads strictly.
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class DETR(nn.Module):
         dropout: float = 0.1,
         num_queries: int = 100,
         aux_loss: bool = True,
+        checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -206,6 +210,10 @@ class DETR(nn.Module):
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        if checkpoint is not None:
+            from vistra.convert.detr import load_detr_weights
+
+            load_detr_weights(self, checkpoint, new_classes=True)
 
     def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
         """Detect objects in a padded batch.

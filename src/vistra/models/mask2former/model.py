@@ -61,6 +61,9 @@ class Mask2Former(nn.Module):
         dim, mask_dim: transformer width and mask-feature channels (256, 256).
         pixel_decoder_layers, pixel_ffn_dim: deformable encoder (6, 1024).
         decoder_layers, ffn_dim, heads, num_queries, dropout: masked-attention decoder.
+        checkpoint: a whole model to start from (original ``.pkl``, Hugging Face or vistra
+            file); trained on other classes (e.g. COCO's 133), its class head is
+            re-initialised with a message and everything else loads strictly.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Mask2Former(nn.Module):
         heads: int = 8,
         num_queries: int = 100,
         dropout: float = 0.0,
+        checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -123,6 +127,10 @@ class Mask2Former(nn.Module):
         self.decoder = MaskedAttentionDecoder(
             dim, num_classes, dim, heads, ffn_dim, dropout, decoder_layers, num_queries, mask_dim
         )
+        if checkpoint is not None:
+            from vistra.convert.mask2former import load_mask2former_weights
+
+            load_mask2former_weights(self, checkpoint, new_classes=True)
 
     def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
         """images [B, 3, H, W] normalized (padded images: zeros outside ``pixel_mask``).
