@@ -58,7 +58,7 @@ def load_checked(
     expected = model.state_dict()
     # BatchNorm's step counters carry no weights (frozen-BatchNorm files have none).
     counter = lambda key: key.endswith("num_batches_tracked")  # noqa: E731
-    missing = sorted(k for k in set(expected) - set(state) if not may_be_missing(k) | counter(k))
+    missing = sorted(k for k in set(expected) - set(state) if not (may_be_missing(k) or counter(k)))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"

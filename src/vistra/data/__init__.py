@@ -11,6 +11,7 @@ from vistra.data.sources import (
     ImageLoadError,
     ImageSource,
     ListFileSource,
+    UnlabelledFolderSource,
 )
 from vistra.data.sources.coco_panoptic import COCOPanopticSource, SemanticSource
 
@@ -29,4 +30,5 @@ __all__ = [
     "ListFileSource",
     "SegmentationDataModule",
     "SemanticSource",
+    "UnlabelledFolderSource",
 ]

@@ -11,6 +11,7 @@ files are the formats real datasets use, so the same loaders read them:
     OUT/annotations/panoptic_{split}.json           COCO panoptic segments_info (things + stuff)
     OUT/annotations/panoptic_{split}/{id:06d}.png   segment ids as R + 256 G + 256^2 B
     OUT/annotations/semantic_{split}/{id:06d}.png   class index per pixel (see ``SEMANTIC``)
+    OUT/semantic_classes.txt                        the semantic class names, one per line
 
 Category ids are deliberately not contiguous (things 1, 2, 3; stuff 10, 11, 12). Everything
 is deterministic given ``seed``.
@@ -206,4 +207,5 @@ def write_shapes(
     (out / "semantic_classes.json").write_text(
         json.dumps({"classes": SEMANTIC, "ignore_index": IGNORE_INDEX})
     )
+    (out / "semantic_classes.txt").write_text("".join(f"{name}\n" for name in SEMANTIC))
     return written

@@ -21,7 +21,8 @@ class ContrastivePretraining(KNNMonitor, L.LightningModule):
     Args:
         network: e.g. ``SupConModel``; needs ``forward`` and ``forward_features``.
         temperature, base_temperature, contrast_mode: see ``SupConLoss``.
-        use_labels: SupCon (True) or SimCLR (False).
+        use_labels: SupCon (True) or SimCLR (False); data without labels (e.g.
+            ``UnlabelledFolderSource``) always trains SimCLR.
         optimizer: "sgd" (paper), "lars" (large batches) or "adamw".
         lr: peak learning rate; warmup_epochs: linear warm-up before the cosine decay.
         knn_k, knn_temperature: the kNN monitor (k=20 cosine, T=0.07 by default).
@@ -46,6 +47,14 @@ class ContrastivePretraining(KNNMonitor, L.LightningModule):
         self.save_hyperparameters(ignore=["network"])
         self.network = network
         self.criterion = SupConLoss(temperature, base_temperature, contrast_mode)
+        self.labelled = use_labels
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.labelled and datamodule is not None and not getattr(datamodule, "classes", [1]):
+            origin = getattr(datamodule, "classes_origin", "the data")
+            print(f"{origin}: no labels, so the loss is SimCLR's (SupCon without labels)")
+            self.labelled = False
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)
@@ -54,7 +63,7 @@ class ContrastivePretraining(KNNMonitor, L.LightningModule):
         views, labels = batch  # [B, V, 3, H, W], [B]
         batch_size, num_views = views.shape[:2]
         projections = self.network(views.flatten(0, 1)).view(batch_size, num_views, -1)
-        loss = self.criterion(projections.float(), labels if self.hparams.use_labels else None)
+        loss = self.criterion(projections.float(), labels if self.labelled else None)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 

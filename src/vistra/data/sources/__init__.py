@@ -6,6 +6,7 @@ from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.sources.digits import DigitsSource
 from vistra.data.sources.image_folder import ImageFolderSource
 from vistra.data.sources.list_file import ListFileSource
+from vistra.data.sources.unlabelled_folder import UnlabelledFolderSource
 
 __all__ = [
     "CIFARSource",
@@ -15,5 +16,6 @@ __all__ = [
     "ImageLoadError",
     "ImageSource",
     "ListFileSource",
+    "UnlabelledFolderSource",
     "load_image",
 ]

@@ -24,7 +24,10 @@ class ImageFolderSource(ImageSource):
         try:
             self.classes, class_to_idx = find_classes(str(root))
         except FileNotFoundError as error:
-            raise ValueError(f"{root}: expected one sub-folder per class ({error})") from error
+            raise ValueError(
+                f"{root}: expected one sub-folder per class ({error}); for images without "
+                "labels use vistra.data.UnlabelledFolderSource"
+            ) from error
         samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
         self.items = [path for path, _ in samples]
         self.labels = [label for _, label in samples]
