@@ -144,11 +144,12 @@ def main(argv: list[str] | None = None) -> None:
             return
         from vistra.demo import run_demo
 
-        name = words[1] if len(words) > 1 else DEMOS[0]
+        named = len(words) > 1 and not words[1].startswith("-")
+        name, overrides = (words[1], words[2:]) if named else (DEMOS[0], words[1:])
         if name not in DEMOS:
             sys.exit(f"vistra demo: unknown demo {name!r}; choose from {', '.join(DEMOS)}")
         silence_known_noise()
-        run_demo(name, *words[2:])
+        run_demo(name, *overrides)
         return
     silence_known_noise()
     from vistra.engine.lightning_cli import VistraCLI

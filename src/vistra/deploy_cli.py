@@ -17,20 +17,29 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def find_images(spec: str) -> list[Path]:
-    """A file, a folder (its images, sorted) or a glob pattern -> image paths."""
+def find_images(spec: str) -> list[tuple[Path, Path]]:
+    """A file, a folder (its images at any depth, sorted) or a glob pattern -> ``(path, name)``
+    pairs; ``name`` is the path relative to the folder (the file name otherwise) and names the
+    outputs, so sub-folders are kept apart."""
     path = Path(spec)
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise FileNotFoundError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in folder")
-        return found
+        return [(p, p.relative_to(path)) for p in found]
     if path.is_file():
-        return [path]
+        return [(path, Path(path.name))]
     matches = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
     if not matches:
         raise FileNotFoundError(f"{spec}: no such file or folder, and no image matches it")
-    return matches
+    return [(p, Path(p.name)) for p in matches]
+
+
+def output_file(folder: Path, name: Path, suffix: str) -> Path:
+    """``folder/<name without suffix><suffix>``, its sub-folders created."""
+    target = folder / name.with_suffix(suffix)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -69,9 +78,9 @@ def predict_command(words: list[str]) -> int:
     from vistra.data.sources.base import ImageLoadError
 
     readable, skipped = [], []
-    for path in paths:
+    for path, name in paths:
         try:
-            readable.append((path, to_pil(path)))
+            readable.append((name, to_pil(path)))
         except (ImageLoadError, InputError, OSError) as error:
             skipped.append(f"{path}: {error}")
     for reason in skipped:
@@ -99,7 +108,7 @@ class ClassWriter:
         self.out, self.rows = out, ["file,label,name,score"]
 
     def add(self, path, image, result) -> None:
-        self.rows.append(f"{path.name},{result.label},{result.name},"
+        self.rows.append(f"{path.as_posix()},{result.label},{result.name},"
                          f"{float(result.scores[result.label]):.5f}")  # fmt: skip
 
     def close(self) -> None:
@@ -115,7 +124,7 @@ class EmbeddingWriter:
 
     def add(self, path, image, result) -> None:
         self.rows.append(result.numpy())
-        self.names.append(path.name)
+        self.names.append(path.as_posix())
         if hasattr(self.predictor.network, "reconstruct") and len(self.shown) < 16:
             from vistra.predictor import prepare
 
@@ -149,7 +158,7 @@ class DetectionWriter:
         from vistra.visualize import draw_detections
 
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": path.name,
+        self.images.append({"id": image_id, "file_name": path.as_posix(),
                             "width": image.width, "height": image.height})  # fmt: skip
         for box, score, category in zip(result.boxes.tolist(), result.scores.tolist(),
                                         result.category_ids):  # fmt: skip
@@ -160,14 +169,14 @@ class DetectionWriter:
         keep = result.scores >= self.threshold
         if not keep.any() and len(result.scores):
             self.empty.append(
-                f"{path.name}: {len(result.scores)} detections, all below "
+                f"{path.as_posix()}: {len(result.scores)} detections, all below "
                 f"--threshold {self.threshold} (best {float(result.scores.max()):.3f})"
             )
         labels = result.labels[keep].tolist()
         names = [name for name, kept in zip(result.names, keep.tolist()) if kept]
         picture = draw_detections(image, result.boxes[keep], names, result.scores[keep], labels,
                                   scale=max(1.0, 288 / max(image.size)))  # fmt: skip
-        picture.save(self.out / "pictures" / f"{path.stem}.png")
+        picture.save(output_file(self.out / "pictures", path, ".png"))
 
     def close(self) -> None:
         (self.out / "detections.json").write_text(json.dumps(self.results))
@@ -197,15 +206,17 @@ class SegmentationWriter:
         from vistra.visualize import segmentation_overlay, write_panoptic_png
 
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": path.name,
+        self.images.append({"id": image_id, "file_name": path.as_posix(),
                             "width": image.width, "height": image.height})  # fmt: skip
         semantic = result.semantic.numpy().astype(np.uint8)
-        Image.fromarray(semantic).save(self.out / "semantic" / f"{path.stem}.png")
+        Image.fromarray(semantic).save(output_file(self.out / "semantic", path, ".png"))
         shown = {"semantic": result.semantic}
         if result.panoptic is not None:
-            write_panoptic_png(result.panoptic.numpy(), self.out / "panoptic" / f"{path.stem}.png")
+            write_panoptic_png(
+                result.panoptic.numpy(), output_file(self.out / "panoptic", path, ".png")
+            )
             self.panoptic.append({
-                "image_id": image_id, "file_name": f"{path.stem}.png",
+                "image_id": image_id, "file_name": path.with_suffix(".png").as_posix(),
                 "segments_info": [{"id": s["id"], "category_id": s["category_id"],
                                    "isthing": int(s["isthing"]), "score": s["score"],
                                    "area": s["area"]} for s in result.segments],
@@ -215,7 +226,9 @@ class SegmentationWriter:
             ids = self.predictor.category_ids or list(range(result.semantic.max() + 1))
             self.instances += masks_to_coco(image_id, result.instances, ids)
         names = self.predictor.names or [str(i) for i in range(256)]
-        segmentation_overlay(image, shown, names).save(self.out / "pictures" / f"{path.stem}.png")
+        segmentation_overlay(image, shown, names).save(
+            output_file(self.out / "pictures", path, ".png")
+        )
 
     def close(self) -> None:
         (self.out / "panoptic.json").write_text(json.dumps({"annotations": self.panoptic}))

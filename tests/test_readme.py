@@ -1,0 +1,189 @@
+"""The README is the test: every command block of "Quick start" and "Train on your own data"
+and every Python block of "In Python" runs, in order, in one working folder, as a user would
+run them after putting their files where the README says.
+
+Documented substitutions, and nothing else:
+- the user's files are the built-in data, laid out at the README's paths: the shapes set in
+  COCO formats at ``data/mine``, digits as an unlabelled folder tree at ``data/photos`` and as
+  class folders (named ``zero`` ... ``nine``) at ``data/labelled/{train,val}``; ``street.jpg``,
+  ``a.jpg``, ``b.jpg`` are shapes images;
+- weight files the Python examples load are written from random models of the same
+  architecture;
+- ``vistra fit|validate|predict --config`` commands get ``SHRINK`` (sizes and steps: 2 steps
+  of 2 images at 32-64 pixels, no loader workers); a resumed fit gets 2 more steps;
+- ``make demo`` runs as ``vistra demo`` with 2 training steps; ``make test`` is this suite.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+COMMON = ["--trainer.max_steps=2", "--trainer.limit_val_batches=2",
+          "--data.init_args.num_workers=0", "--data.init_args.batch_size=2"]  # fmt: skip
+AT_64 = ["--data.init_args.eval_size=64", "--data.init_args.eval_max_size=128"]
+AT_32 = ["--data.init_args.image_size=32"]
+VIT_AT_32 = "--model.init_args.network.init_args.image_size=32"
+SHRINK = {
+    "configs/detr/custom_coco.yaml": [*AT_64, "--data.init_args.scales=[64]",
+                                      "--data.init_args.max_size=128",
+                                      "--data.init_args.crop=null"],
+    "configs/mask2former/custom_panoptic.yaml": [*AT_64, "--data.init_args.size=64"],
+    "configs/mask2former/custom_semantic.yaml": [*AT_64, "--data.init_args.size=64"],
+    "configs/mae/custom_pretrain.yaml": [*AT_32, VIT_AT_32],
+    "configs/mae/custom_finetune.yaml": [*AT_32, VIT_AT_32],
+    "configs/supcon/custom_supcon.yaml": AT_32,
+    "configs/supcon/custom_linear.yaml": AT_32,
+}  # fmt: skip
+
+
+def section(name: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {name}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
+
+
+def commands(text: str) -> list[list[str]]:
+    """Each command line of the bash blocks, comments removed, continuation lines joined."""
+    found = []
+    for block in code_blocks(text, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                found.append(words)
+    return found
+
+
+def shrunk(words: list[str]) -> list[str]:
+    """A README command as the test runs it (see the module docstring)."""
+    if words[:2] == ["make", "demo"]:
+        return ["vistra", "demo", "--trainer.max_steps=2"]
+    if words[0] != "vistra" or "--config" not in words:
+        return words
+    config = words[words.index("--config") + 1]
+    extra = [*COMMON, *SHRINK[config]]
+    if words[1] == "fit" and "--ckpt_path" in words:
+        extra[0] = "--trainer.max_steps=4"
+    return [*words, *extra]
+
+
+def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    assert words[0] == "vistra", words
+    result = subprocess.run([sys.executable, "-m", "vistra.cli", *words[1:]], cwd=cwd,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
+    return result
+
+
+def lay_out_user_files(folder: Path) -> None:
+    from PIL import Image
+
+    from vistra.data import DigitsSource
+    from vistra.data.shapes import write_shapes
+
+    write_shapes(folder / "data/mine", 8, 4, 64, seed=0)
+    for split, per_class in (("train", 3), ("val", 1)):
+        counts = [0] * 10
+        for image, label in DigitsSource(split, image_size=32):
+            if counts[label] < per_class:
+                target = folder / "data/labelled" / split / DIGIT_NAMES[label]
+                target.mkdir(parents=True, exist_ok=True)
+                image.save(target / f"{counts[label]}.png")
+                counts[label] += 1
+    for index, (image, _) in enumerate(DigitsSource("val", image_size=32)):
+        if index == 12:
+            break
+        nested = folder / "data/photos" / f"camera{index % 2}" / f"day{index % 3}"
+        nested.mkdir(parents=True, exist_ok=True)
+        image.save(nested / f"{index}.png")
+    shape = Image.open(min((folder / "data/mine/images/val").iterdir())).convert("RGB")
+    for name in ("street.jpg", "a.jpg", "b.jpg"):
+        shape.save(folder / name)
+
+
+def write_example_weights(folder: Path) -> None:
+    from vistra.models import DETR, Mask2Former, MaskedAutoencoder
+
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder("base", image_size=224, patch_size=16)
+    torch.save({"model": mae.state_dict()}, folder / "mae_pretrain_vit_base.pth")
+    torch.save({"model": DETR(91).state_dict()}, folder / "detr-r50-e632da11.pth")
+    arrays = {k: v.numpy() for k, v in Mask2Former(133).state_dict().items()}
+    with open(folder / "model_final.pkl", "wb") as file:
+        pickle.dump({"model": arrays}, file)
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "configs").symlink_to(ROOT / "configs")
+    lay_out_user_files(folder)
+    return folder
+
+
+def test_quick_start_commands_run(user_folder):
+    found = commands(section("Quick start"))
+    assert [words[:2] for words in found] == [["make", "demo"], ["make", "test"]]
+    output = run(shrunk(found[0]), user_folder).stdout
+    assert "Mask2Former on shapes" in output and (user_folder / "vistra_runs").is_dir()
+
+
+def test_own_data_commands_run_in_order(user_folder):
+    found = commands(section("Train on your own data"))
+    assert len(found) >= 12
+    outputs = [run(shrunk(words), user_folder) for words in found]
+
+    detr_run = user_folder / "vistra_runs/detr_custom/lightning_logs/version_0"
+    assert (detr_run / "checkpoints/last.ckpt").is_file()
+    resumed = next(r for w, r in zip(found, outputs) if "--ckpt_path" in w and w[1] == "fit")
+    assert f"resuming from {Path('vistra_runs/detr_custom/lightning_logs/version_0')}" in (
+        resumed.stderr
+    )
+    steps = [int(row["step"]) for row in csv.DictReader((detr_run / "metrics.csv").open())]
+    assert max(steps) >= 3  # the resumed run's steps were appended to the same run's log
+
+    classes = list(csv.DictReader((user_folder / "predictions/classes/classes.csv").open()))
+    assert classes and {row["name"] for row in classes} <= set(DIGIT_NAMES)
+    probe = list(csv.DictReader((user_folder / "predictions/probe/classes.csv").open()))
+    assert probe and {row["name"] for row in probe} <= set(DIGIT_NAMES)
+    assert (user_folder / "predictions/detr/detections.json").is_file()
+    assert list((user_folder / "predictions/panoptic").rglob("*.png"))
+
+
+def test_python_examples_run(user_folder):
+    write_example_weights(user_folder)
+    blocks = code_blocks(section("In Python"), "python")
+    assert len(blocks) == 5
+    for block in blocks:
+        namespace: dict = {}
+        exec_in(user_folder, block, namespace)
+        if "loss" in namespace:
+            assert torch.isfinite(namespace["loss"]), block.splitlines()[0]
+    assert namespace["features"].shape[0] == 2  # the last block: embeddings of a.jpg, b.jpg
+
+
+def exec_in(folder: Path, code: str, namespace: dict) -> None:
+    import os
+
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's code
+    finally:
+        os.chdir(before)
