@@ -75,3 +75,22 @@ def test_every_shipped_config_parses(config, capsys):
         VistraCLI(args=["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "class_path: vistra.tasks." in capsys.readouterr().out
+
+
+def test_help_lists_every_command_and_both_predict_forms(tmp_path):
+    overview = vistra("--help", cwd=tmp_path)
+    assert overview.returncode == 0
+    listed = {line.split()[0] for line in overview.stdout.splitlines() if line.startswith("  ")}
+    assert {"fit", "validate", "test", "predict", "export", "data", "demo"} <= listed
+    predict = vistra("predict", "--help", cwd=tmp_path)
+    assert predict.returncode == 0
+    assert "--ckpt CKPT" in predict.stdout and "--ckpt_path CKPT" in predict.stdout
+    assert "--threshold" in predict.stdout and "--config FILE.yaml" in predict.stdout
+    assert "mask2former" in vistra("demo", "--help", cwd=tmp_path).stdout
+
+
+def test_help_does_not_import_lightning():
+    code = "import sys; from vistra.cli import main; main(['--help']); main(['predict', '--help']);"
+    code += "print('lightning' in sys.modules, 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip().splitlines()[-1] == "False False", result.stderr[-2000:]

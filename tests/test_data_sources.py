@@ -134,3 +134,23 @@ def test_batch_larger_than_dataset_is_refused(tmp_path):
     module = ContrastiveDataModule(ImageFolderSource(tmp_path), batch_size=4)
     with pytest.raises(ValueError, match="fewer than one batch"):
         module.train_dataloader()
+
+
+def test_unlabelled_folder_reads_every_image_at_any_depth(tmp_path):
+    from PIL import Image
+
+    from vistra.data import UnlabelledFolderSource
+
+    for relative in ("a.png", "x/b.jpg", "x/y/z/c.png", "x/.hidden.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 6)).save(tmp_path / relative)
+    (tmp_path / "x" / "notes.txt").write_text("not an image")
+    source = UnlabelledFolderSource(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in source.items] == [
+        "a.png", "x/b.jpg", "x/y/z/c.png"]  # fmt: skip
+    assert source.classes == [] and source.labels == [-1] * 3
+    image, label = source[2]
+    assert image.size == (8, 6) and image.mode == "RGB" and label == -1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no images found"):
+        UnlabelledFolderSource(tmp_path / "empty")
