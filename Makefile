@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/detr.py
 	$(BIN)/python benchmarks/mask2former.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/cli.py
 
 clean:
 	rm -rf $(VENV) lightning_logs vistra_runs

@@ -110,6 +110,8 @@ def silence_known_noise() -> None:
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*`tensorboardX` has been removed.*")
+    # The demos hand LightningCLI their own arguments while sys.argv holds "demo".
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended.*")
 
     class DropTips(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
