@@ -7,11 +7,11 @@ probe, fine-tuning, prediction, export) needs nothing but the path.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from vistra.convert.safe import UnsafeFileError, load_torch_file
 
 NETWORK_KEY = "vistra_network"
 
@@ -23,29 +23,54 @@ def network_spec(network: nn.Module) -> dict:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(network.config)}
 
 
-def build_network(spec: dict) -> nn.Module:
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**spec["init_args"])
+def vistra_networks() -> dict[str, type[nn.Module]]:
+    """The networks a checkpoint may ask for, by class path: vistra's models and nothing else
+    (a checkpoint is data; it must not choose what code runs)."""
+    from vistra import models
+
+    classes = (models.SupConModel, models.MaskedAutoencoder, models.ViTClassifier, models.DETR,
+               models.Mask2Former)  # fmt: skip
+    return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A vistra checkpoint as a dict; errors name the file (missing, unreadable, not vistra's)."""
+def build_network(spec: dict, origin: str | Path = "checkpoint") -> nn.Module:
+    """The network a checkpoint's ``{"class_path", "init_args"}`` describes, if it is one of
+    ``vistra_networks()`` and its arguments are plain data."""
+    allowed = vistra_networks()
+    class_path = spec.get("class_path") if isinstance(spec, dict) else None
+    if class_path not in allowed:
+        raise ValueError(f"{origin}: the checkpoint asks for {class_path!r}, which is not a vistra "
+                         f"network (one of {', '.join(sorted(allowed))})")  # fmt: skip
+    init_args = spec.get("init_args") or {}
+    if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
+        raise ValueError(f"{origin}: the checkpoint's network arguments are not a dict of names")
+    return allowed[class_path](**init_args)
+
+
+def read_checkpoint(path: str | Path, unsafe: bool | None = None) -> dict:
+    """A vistra checkpoint as a dict; errors name the file (missing, unreadable, not vistra's).
+
+    Loaded as tensors and plain data (``torch.load(weights_only=True)``); ``unsafe`` (or
+    ``VISTRA_UNSAFE_LOAD=1``) allows any pickle, for files the user trusts."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+        checkpoint = load_torch_file(path, unsafe)
+    except UnsafeFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any reader failure is a bad file
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
     if not isinstance(checkpoint, dict) or NETWORK_KEY not in checkpoint:
         raise ValueError(f"{path}: not a vistra checkpoint (no '{NETWORK_KEY}' entry)")
     return checkpoint
 
 
-def network_from_checkpoint(checkpoint: dict, prefix: str = "network.") -> nn.Module:
+def network_from_checkpoint(
+    checkpoint: dict, prefix: str = "network.", origin: str | Path = "checkpoint"
+) -> nn.Module:
     """Build the recorded network and load its weights (the ``prefix`` part of the state)."""
-    network = build_network(checkpoint[NETWORK_KEY])
+    network = build_network(checkpoint[NETWORK_KEY], origin)
     state = {
         key[len(prefix) :]: value
         for key, value in checkpoint["state_dict"].items()
@@ -57,7 +82,7 @@ def network_from_checkpoint(checkpoint: dict, prefix: str = "network.") -> nn.Mo
 
 def load_network(path: str | Path, prefix: str = "network.") -> nn.Module:
     """The network saved by a vistra task at ``path``, with its trained weights."""
-    return network_from_checkpoint(read_checkpoint(path), prefix)
+    return network_from_checkpoint(read_checkpoint(path), prefix, path)
 
 
 PREPROCESS_KEY = "vistra_preprocess"

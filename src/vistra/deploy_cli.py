@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+UNSAFE_HELP = (
+    "load a checkpoint that holds Python objects besides tensors (loading it can run code: "
+    "only for files you trust)"
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -57,6 +61,7 @@ def predict_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="detections scoring at least this are drawn (all are in the JSON)",
     )
+    parser.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     return parser
 
 
@@ -68,7 +73,8 @@ def predict_command(words: list[str]) -> int:
         if options.ckpt.endswith(".onnx"):
             predictor = Predictor.from_onnx(options.ckpt)
         else:
-            predictor = Predictor.from_checkpoint(options.ckpt, options.device, options.precision)
+            predictor = Predictor.from_checkpoint(options.ckpt, options.device, options.precision,
+                                                  options.unsafe_load or None)  # fmt: skip
         paths = find_images(options.input)
     except (FileNotFoundError, ValueError) as error:
         print(f"vistra predict: {error}", file=sys.stderr)
@@ -251,6 +257,7 @@ def export_command(words: list[str]) -> int:
     parser.add_argument("--width", type=int)
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     options = parser.parse_args(words)
     if (options.height is None) != (options.width is None):
         parser.error("give both --height and --width, or neither")
@@ -258,7 +265,7 @@ def export_command(words: list[str]) -> int:
     from vistra.predictor import Predictor
 
     try:
-        predictor = Predictor.from_checkpoint(options.ckpt)
+        predictor = Predictor.from_checkpoint(options.ckpt, unsafe_load=options.unsafe_load or None)
         image = options.image or _synthetic_scene()
         check = None
         if options.dynamic and predictor.kind in ("detection", "segmentation"):

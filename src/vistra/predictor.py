@@ -167,11 +167,17 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "cpu", precision: str | None = None
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        precision: str | None = None,
+        unsafe_load: bool | None = None,
     ) -> Predictor:
-        checkpoint = read_checkpoint(path)
+        """``unsafe_load``: read a checkpoint that holds more than tensors and plain data (only
+        for files you trust; default: refuse them, see ``vistra.convert.safe``)."""
+        checkpoint = read_checkpoint(path, unsafe_load)
         spec = checkpoint[NETWORK_KEY]
-        network = network_from_checkpoint(checkpoint)
+        network = network_from_checkpoint(checkpoint, origin=path)
         state = checkpoint["state_dict"]
         kind = KIND_OF_NETWORK.get(spec["class_path"].rsplit(".", 1)[-1])
         if kind is None:

@@ -8,11 +8,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vistra.convert.safe import UnsafeFileError, load_pickle_file, load_torch_file
+
 NESTED_KEYS = ("model", "state_dict", "module")
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a checkpoint file, unwrapped from {"model": ...}-style containers."""
+def read_state_dict(path: str | Path, unsafe: bool | None = None) -> dict[str, Tensor]:
+    """The tensors of a checkpoint file, unwrapped from {"model": ...}-style containers.
+
+    Read as data only (``vistra.convert.safe``): a file that would run code is refused with
+    an ``UnsafeFileError`` unless ``unsafe`` (or ``VISTRA_UNSAFE_LOAD=1``) says it is trusted.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -22,17 +28,16 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
             state = load_file(str(path))
         elif path.suffix == ".pkl":  # detectron2 model zoo: numpy arrays in a pickle
-            import pickle
-
             import numpy as np
 
-            with open(path, "rb") as file:
-                data = pickle.load(file, encoding="latin1")  # noqa: S301 - the user's own file
+            data = load_pickle_file(path, unsafe)
             data = data.get("model", data) if isinstance(data, dict) else data
             state = {k: torch.from_numpy(np.asarray(v)) for k, v in data.items()
                      if isinstance(v, np.ndarray)}  # fmt: skip
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path, unsafe)
+    except UnsafeFileError:
+        raise
     except Exception as error:  # noqa: BLE001 - any reader failure means a bad file
         raise ValueError(f"{path}: cannot read checkpoint ({error})") from error
     for key in NESTED_KEYS:

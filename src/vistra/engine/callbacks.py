@@ -120,15 +120,18 @@ def summary_lines(trainer: L.Trainer) -> list[str]:
 
 class FinalCheckpoint(L.Callback):
     """``last.ckpt`` also after the final step, which a step interval
-    (``--checkpoint.every_n_train_steps``) does not reach unless it divides the run."""
+    (``--checkpoint.every_n_train_steps``) does not reach unless it divides the run, and which
+    Lightning writes at the end only when no checkpoint was written before."""
 
     def on_train_end(self, trainer, pl_module) -> None:
         callback = trainer.checkpoint_callback
-        if callback is None or not callback.save_last or callback.dirpath is None:
+        if callback is None or not callback.save_last:
             return
-        if getattr(callback, "_last_global_step_saved", -1) == trainer.global_step:
+        if getattr(callback, "_last_global_step_saved", None) == trainer.global_step:
             return
-        trainer.save_checkpoint(os.path.join(callback.dirpath, "last.ckpt"))
+        # The callback's own writer keeps its file name and its record of it consistent (a
+        # second writer would make it fall back to last-v1.ckpt).
+        callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
