@@ -127,3 +127,19 @@ def test_unsafe_load_opens_a_trusted_file_with_python_objects(tmp_path, encoder_
                      "--unsafe-load", cwd=tmp_path)  # fmt: skip
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     assert "unsafe load" in trusted.stderr and (tmp_path / "out" / "embeddings.npy").is_file()
+
+
+def test_fit_ckpt_path_refuses_hostile_files_before_anything_runs(tmp_path, encoder_checkpoint):
+    config = Path(__file__).resolve().parents[1] / "configs/supcon/resnet18_digits.yaml"
+    path, marker = hostile_checkpoint(tmp_path, encoder_checkpoint)
+    result = vistra("fit", "--config", config, "--ckpt_path", path, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "refused to load" in result.stderr and "it names posix.mkdir" in result.stderr
+    assert not marker.exists()
+
+    foreign = tmp_path / "foreign_task.ckpt"
+    torch.save({**encoder_checkpoint, "hyper_parameters": {"_class_path": "os.mkdir"}}, foreign)
+    result = vistra("fit", "--config", config, "--ckpt_path", foreign, cwd=tmp_path)
+    assert result.returncode != 0 and "'os.mkdir', which is not one of vistra.tasks" in (
+        result.stderr
+    )

@@ -154,9 +154,13 @@ def main(argv: list[str] | None = None) -> None:
         run_demo(name, *overrides)
         return
     silence_known_noise()
+    from vistra.convert.safe import UnsafeFileError
     from vistra.engine.lightning_cli import VistraCLI
 
-    VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+    try:
+        VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+    except UnsafeFileError as error:
+        sys.exit(f"vistra: {error}")
 
 
 def __getattr__(name: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def unsafe_allowed(unsafe: bool | None = None) -> bool:
 
 
 def refusal(path: str | Path, detail: str) -> UnsafeFileError:
+    """The refusal for ``path``; ``detail`` is the loader's complaint (what the file names is
+    picked out of PyTorch's long message)."""
+    named = re.search(r"GLOBAL ([\w.]+)", detail)
+    detail = f"it names {named.group(1)}" if named else detail.splitlines()[0][:200]
     return UnsafeFileError(
         f"{path}: refused to load: the file holds more than tensors and plain data ({detail}). "
         f"Load it only if you trust where it came from: --unsafe-load "
@@ -58,7 +63,7 @@ def load_torch_file(path: str | Path, unsafe: bool | None = None) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise refusal(path, str(error).splitlines()[0][:200]) from None
+        raise refusal(path, str(error)) from None
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):

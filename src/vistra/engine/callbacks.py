@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,8 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+
+from vistra.convert.safe import refusal, unsafe_allowed
 
 # The metric that says how well a run went, first found wins.
 HEADLINE_METRICS = ("val/PQ", "val/AP", "val/mIoU", "val/top1", "val/knn_top1", "train/loss")
@@ -136,7 +139,7 @@ class FinalCheckpoint(L.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file in the same folder, then renamed: a kill
-    mid-write leaves the previous file whole."""
+    mid-write leaves the previous file whole. Read as data (see ``load_checkpoint``)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)
@@ -149,6 +152,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+        """Lightning's reader (tensors and plain data for local files), with a refusal that
+        names the file and ``--unsafe-load`` instead of pickle's message."""
+        if unsafe_allowed():
+            weights_only = False
+        try:
+            return super().load_checkpoint(path, map_location, weights_only)
+        except pickle.UnpicklingError as error:
+            raise refusal(path, str(error)) from None
 
 
 def _millions(count: int) -> str:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from vistra.convert.safe import UnsafeFileError, load_torch_file
 from vistra.engine.callbacks import (
     AtomicCheckpointIO,
     FinalCheckpoint,
@@ -44,6 +46,29 @@ class VistraCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "trainer.enable_model_summary": False})
+
+    # -- a checkpoint's hyper-parameters ----------------------------------------------------
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's merge of the checkpoint's task hyper-parameters into the config, reading
+        the file as data and accepting only vistra's tasks as its class (a checkpoint must not
+        choose what code is imported)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = load_torch_file(ckpt_path)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            class_path = str(hparams.pop("_class_path"))
+            if not class_path.startswith("vistra.tasks."):
+                raise UnsafeFileError(f"{ckpt_path}: the checkpoint names the task {class_path!r}, "
+                                      "which is not one of vistra.tasks")  # fmt: skip
+            hparams = {"class_path": class_path, "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     # -- classes from the data, resume -------------------------------------------------------
 
