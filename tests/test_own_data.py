@@ -143,3 +143,20 @@ def test_a_133_class_mask2former_starts_a_6_class_model(tmp_path, capfd):
         if not name.startswith("decoder.class_embed."):
             torch.testing.assert_close(value, coco.state_dict()[name], rtol=0, atol=0, msg=name)
     assert mine.decoder.class_embed.weight.shape[0] == 6 + 1
+
+
+def test_a_diverging_run_stops_at_the_step_and_keeps_the_good_checkpoint(shapes, tmp_path):
+    result = vistra("fit", "--config", CONFIGS / "detr/shapes.yaml", *detection_data(shapes),
+                    *[f"--model.init_args.network.init_args.{k}={v}" for k, v in TINY_DETR.items()],
+                    "--data.init_args.batch_size=4", "--model.init_args.warmup_steps=0",
+                    "--model.init_args.lr=1e6", "--model.init_args.lr_backbone=1e6",
+                    "--trainer.max_steps=4", "--checkpoint.every_n_train_steps=1",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "training diverged at step 1 (epoch 0, batch 1, image ids [" in message
+    assert "non-finite loss terms: loss_ce" in message
+    # The checkpoint of step 1 (huge but finite weights) is the last one: nothing after it.
+    saved = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 1
+    assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())

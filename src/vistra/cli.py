@@ -155,11 +155,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     silence_known_noise()
     from vistra.convert.safe import UnsafeFileError
+    from vistra.engine.finite import NonFiniteTrainingError
     from vistra.engine.lightning_cli import VistraCLI
 
     try:
         VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
-    except UnsafeFileError as error:
+    except (UnsafeFileError, NonFiniteTrainingError) as error:
         sys.exit(f"vistra: {error}")
 
 

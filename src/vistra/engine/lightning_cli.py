@@ -28,6 +28,7 @@ from vistra.engine.callbacks import (
     progress_bar,
 )
 from vistra.engine.classes import ClassCountError, data_classes, fill_num_classes
+from vistra.engine.finite import StopOnNonFinite
 from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
 
@@ -143,7 +144,7 @@ class VistraCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        callbacks = [*callbacks, ParameterCount(), FinalCheckpoint()]
+        callbacks = [*callbacks, ParameterCount(), FinalCheckpoint(), StopOnNonFinite()]
         chosen = config.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)

@@ -17,6 +17,8 @@ class SetPredictionSteps:
         outputs = self.network(images, pixel_mask)
         terms = self.criterion(outputs, targets)
         loss = self.criterion.total(terms)
+        if stage == "train":  # named when a non-finite loss stops the run
+            self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
         logged = {f"{stage}/{name}": value for name, value in terms.items()
                   if not name[-1].isdigit()}  # fmt: skip
         self.log_dict(logged, batch_size=len(targets), sync_dist=stage != "train")
