@@ -167,3 +167,21 @@ def test_datamodule_batches_follow_the_contract(shapes):
         assert ((boxes >= 0) & (boxes <= 1)).all() and (boxes[:, 2:] > 0).all()
     images, pixel_mask, targets = next(iter(data.val_dataloader()))
     assert images.shape[-2:] == (64, 64) and pixel_mask.all()
+
+
+def test_nan_and_infinite_box_values_are_named(tmp_path):
+    from vistra.data.coco_check import check_coco
+    from vistra.data.shapes import write_shapes
+
+    paths = write_shapes(tmp_path / "s", 3, 0, 48, seed=0)["train"]
+    data = json.loads(Path(paths["instances"]).read_text())
+    data["annotations"][0]["bbox"][2] = float("nan")
+    data["annotations"][1]["bbox"][0] = float("inf")
+    Path(paths["instances"]).write_text(json.dumps(data))  # Python writes NaN / Infinity
+    report = check_coco(paths["instances"], paths["images"])
+    assert not report.ok
+    problems = "\n".join(map(str, report.problems))
+    assert (
+        "annotations[0].bbox: need [x, y, width, height], got [" in problems and "nan" in problems
+    )
+    assert "annotations[1].bbox" in problems and "inf" in problems

@@ -160,3 +160,21 @@ def test_a_diverging_run_stops_at_the_step_and_keeps_the_good_checkpoint(shapes,
     saved = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
     assert saved["global_step"] == 1
     assert all(torch.isfinite(value).all() for value in saved["state_dict"].values())
+
+
+def test_predict_refuses_to_write_nan_from_a_diverged_checkpoint(shapes, tmp_path):
+    from vistra.models import DETR
+
+    network = DETR(3, **TINY_DETR)
+    state = {f"network.{k}": v for k, v in network.state_dict().items()}
+    state["network.class_embed.bias"][0] = float("nan")  # what a diverged run leaves
+    spec = {"class_path": "vistra.models.detr.DETR", "init_args": network.config}
+    path = tmp_path / "diverged.ckpt"
+    torch.save({"vistra_network": spec, "state_dict": state,
+                "vistra_preprocess": {"resize": "shorter_side", "size": 64, "max_size": 128}},
+               path)  # fmt: skip
+    result = vistra("predict", "--ckpt", path, "--input", shapes / "images/val", "--output", "out",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "outputs are not finite" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "detections.json").exists()

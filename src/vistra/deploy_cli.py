@@ -39,6 +39,20 @@ def find_images(spec: str) -> list[tuple[Path, Path]]:
     return [(p, Path(p.name)) for p in matches]
 
 
+def finite(result) -> bool:
+    """No NaN or infinity in a result's floating-point tensors (JSON has no place for them)."""
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        values = [result]
+    else:
+        fields = dict(vars(result))
+        fields.update(fields.pop("instances", None) or {})
+        values = [v for v in fields.values() if isinstance(v, torch.Tensor)]
+        values += [torch.tensor([s.get("score", 0.0) for s in fields.get("segments") or []])]
+    return all(torch.isfinite(v).all() for v in values if v.is_floating_point())
+
+
 def output_file(folder: Path, name: Path, suffix: str) -> Path:
     """``folder/<name without suffix><suffix>``, its sub-folders created."""
     target = folder / name.with_suffix(suffix)
@@ -101,6 +115,11 @@ def predict_command(words: list[str]) -> int:
         chunk = readable[start : start + options.batch_size]
         results = predictor([image for _, image in chunk], batch_size=options.batch_size)
         for (path, image), result in zip(chunk, results):
+            if not finite(result):
+                print(f"vistra predict: {path}: the model's outputs are not finite (NaN or "
+                      f"infinite: a diverged checkpoint?); {options.ckpt} gives no usable "
+                      "predictions, nothing more was written", file=sys.stderr)  # fmt: skip
+                return 2
             writer.add(path, image, result)
     writer.close()
     print(f"wrote {out} ({len(readable)} images, {len(skipped)} skipped)")

@@ -23,7 +23,7 @@ from vistra.checkpoint import (
     network_from_checkpoint,
     read_checkpoint,
 )
-from vistra.data.sources.base import load_image
+from vistra.data.sources.base import as_rgb, load_image
 
 KIND_OF_NETWORK = {
     "DETR": "detection",
@@ -81,7 +81,7 @@ def to_pil(item, where: str = "input") -> Image.Image:
     if isinstance(item, (str, Path)):
         return load_image(item)
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return as_rgb(item)
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3:
             raise InputError(f"{where}: expected an H x W x 3 array, got shape {item.shape}")

@@ -9,6 +9,7 @@ same messages.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,4 +210,5 @@ def _check_segmentation(report: CocoReport, where: str, annotation: dict, height
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (JSON's NaN and Infinity, which Python's reader accepts, are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 UNLABELLED = -1
@@ -17,15 +17,53 @@ class ImageLoadError(RuntimeError):
     """An image file that is missing, unreadable or corrupt; the message names the file."""
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open ``path`` as an RGB PIL image, raising ``ImageLoadError`` naming the file."""
+def as_rgb(image: Image.Image, upright: bool = True) -> Image.Image:
+    """An RGB image as a person sees the file: turned by its EXIF orientation (``upright``),
+    16- and 32-bit grey scaled to 8 bits (not clipped), palette and alpha images converted."""
+    if upright:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode != "F":  # integer grey: 16-bit range (PNG) unless the values say 8-bit
+            values = values / 257.0 if values.max(initial=0) > 255 else values
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, upright: bool = True) -> Image.Image:
+    """Open ``path`` as an RGB PIL image (see ``as_rgb``), raising ``ImageLoadError`` naming
+    the file."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return as_rgb(image, upright)
     except FileNotFoundError as error:
         raise ImageLoadError(f"{path}: image file not found") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"{path}: cannot read image ({error})") from error
+
+
+def load_image_as_annotated(path: Path, size: tuple[int, int], where: str) -> Image.Image:
+    """``load_image`` for an image whose annotation file gives its ``size`` (width, height).
+
+    Upright by its EXIF orientation, unless the annotations were made on the pixels as stored
+    (the stored size matches, the turned one does not): then as stored, with a warning, since
+    boxes and masks were drawn on those pixels. Any other size mismatch is an error naming
+    both sizes (and the orientation, when there is one)."""
+    image = load_image(path)
+    if image.size == tuple(size):
+        return image
+    stored = load_image(path, upright=False)
+    if stored.size == tuple(size):
+        message = (f"{path}: its EXIF orientation turns it, but {where} gives the size of the "
+                   "pixels as stored: used as stored, like its annotations")  # fmt: skip
+        warnings.warn(message, stacklevel=2)
+        return stored
+    turned = f" after its EXIF orientation ({stored.size[0]} x {stored.size[1]} as stored)" if (
+        stored.size != image.size) else ""  # fmt: skip
+    raise ImageLoadError(f"{path}: image is {image.size[0]} x {image.size[1]}{turned} but {where} "
+                         f"says {size[0]} x {size[1]}")  # fmt: skip
 
 
 def readable(path: str | Path) -> str | None:

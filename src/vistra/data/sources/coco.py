@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from vistra.data.coco_check import check_coco
-from vistra.data.sources.base import ImageLoadError, load_image, readable
+from vistra.data.sources.base import load_image_as_annotated, readable
 
 
 class COCODetectionSource(Dataset):
@@ -80,12 +80,8 @@ class COCODetectionSource(Dataset):
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
         path = self.image_path(index)
-        pil = load_image(path)
-        if pil.size != (info["width"], info["height"]):
-            raise ImageLoadError(
-                f"{path}: image is {pil.size[0]} x {pil.size[1]} but {self.annotation_file} "
-                f"says {info['width']} x {info['height']} (images[id={image_id}])"
-            )
+        where = f"{self.annotation_file} (images[id={image_id}])"
+        pil = load_image_as_annotated(path, (info["width"], info["height"]), where)
         image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
         objects = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
         height, width = info["height"], info["width"]

@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from vistra.data.sources.base import ImageLoadError, load_image
+from vistra.data.sources.base import ImageLoadError, load_image_as_annotated
 from vistra.evaluation.panoptic import Segment
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -142,11 +142,8 @@ class COCOPanopticSource(Dataset):
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
         image_id = self.image_ids[index]
         path = self.image_path(index)
-        pil = load_image(path)
         ids, segments = self.ground_truth(index)
-        if ids.shape != (pil.size[1], pil.size[0]):
-            raise ImageLoadError(f"{path}: image is {pil.size[0]} x {pil.size[1]} but its "
-                                 f"panoptic PNG is {ids.shape[1]} x {ids.shape[0]}")  # fmt: skip
+        pil = load_image_as_annotated(path, (ids.shape[1], ids.shape[0]), "its panoptic PNG")
         kept = [s for s in segments if not s.iscrowd]
         masks = np.stack([ids == s.id for s in kept]) if kept else np.zeros((0, *ids.shape), bool)
         image = tv_tensors.Image(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1))
@@ -220,10 +217,9 @@ class SemanticSource(Dataset):
         return labels
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
-        pil = load_image(self.paths[index])
         labels = self.label_map(index)
-        if labels.shape != (pil.size[1], pil.size[0]):
-            raise ImageLoadError(f"{self.paths[index]}: image and label PNG sizes differ")
+        pil = load_image_as_annotated(self.paths[index], (labels.shape[1], labels.shape[0]),
+                                      "its label PNG")  # fmt: skip
         present = [c for c in np.unique(labels).tolist() if c != self.ignore_index]
         masks = np.stack([labels == c for c in present]) if present else np.zeros(
             (0, *labels.shape), bool)  # fmt: skip
