@@ -51,6 +51,17 @@ class COCOEvaluator:
             self.coco = COCO(str(self.annotations))
         self.reset()
 
+    def _detections(self):
+        """The results as pycocotools' result set. For masks the ``bbox`` is dropped first, as
+        detectron2's evaluator does: ``loadRes`` takes the area (and so the small / medium /
+        large bucket) from ``bbox`` when there is one, and mask AP is about the mask's area."""
+        if not self.results:
+            return _empty_results(self.coco)
+        results = self.results
+        if self.iou_type == "segm":
+            results = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+        return self.coco.loadRes(results)
+
     def reset(self) -> None:
         self.results: list[dict] = []
         self.image_ids: set[int] = set()
@@ -73,13 +84,11 @@ class COCOEvaluator:
         unknown = self.image_ids - set(self.coco.getImgIds())
         if unknown:
             raise ValueError(f"{self.annotations}: image ids {sorted(unknown)[:5]} not in the file")
-        if not self.results:
-            return dict.fromkeys(STAT_NAMES, 0.0), "no detections: every AP is 0"
         from pycocotools.cocoeval import COCOeval
 
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            detections = self.coco.loadRes(self.results)
+            detections = self._detections()
             evaluation = COCOeval(self.coco, detections, self.iou_type)
             evaluation.params.imgIds = sorted(self.image_ids)
             evaluation.evaluate()
@@ -90,6 +99,19 @@ class COCOEvaluator:
         # COCOeval writes -1 where the ground truth has no such objects (e.g. no small ones).
         stats = [float(s) if s >= 0 else float("nan") for s in evaluation.stats]
         return dict(zip(STAT_NAMES, stats)), summary.getvalue().rstrip()
+
+
+def _empty_results(ground_truth):
+    """A result set with no detections: COCOeval then gives 0 where the ground truth has objects
+    and -1 where it has none (``loadRes`` cannot take an empty list)."""
+    from pycocotools.coco import COCO
+
+    empty = COCO()
+    dataset = ground_truth.dataset
+    empty.dataset = {"images": dataset["images"], "categories": dataset["categories"],
+                     "annotations": []}  # fmt: skip
+    empty.createIndex()
+    return empty
 
 
 def tensor_image_ids(targets: list[dict]) -> list[int]:

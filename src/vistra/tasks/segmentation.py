@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from vistra.checkpoint import CATEGORIES_KEY, describe_for_inference
 from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator, tensor_image_ids
 from vistra.evaluation.panoptic import CategoryCounts, PanopticQuality, Segment
+from vistra.evaluation.semantic import CONVENTIONS as MIOU_CONVENTIONS
 from vistra.evaluation.semantic import MeanIoU
 from vistra.losses import MaskHungarianMatcher, MaskSetCriterion
 from vistra.models.mask2former.postprocess import (
@@ -62,6 +63,11 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         warmup_steps: linear warm-up; schedule: "poly" (paper: power 0.9) or "cosine".
         object_mask_threshold, overlap_threshold: panoptic inference (0.8, 0.8).
         top_k: instances kept per image (100).
+        miou_convention: "detectron2" (mean over classes in the ground truth: the paper's
+            numbers) or "mmseg" (over classes with a non-empty union); see
+            ``vistra.evaluation.semantic``.
+        ignore_crowd: panoptic data's crowd pixels are left out of the semantic ground truth
+            (default: labelled with their category, as Mask2Former's conversion does).
     """
 
     def __init__(
@@ -85,10 +91,15 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         object_mask_threshold: float = 0.8,
         overlap_threshold: float = 0.8,
         top_k: int = 100,
+        miou_convention: str = "detectron2",
+        ignore_crowd: bool = False,
     ) -> None:
         super().__init__()
         if schedule not in ("poly", "cosine"):
             raise ValueError(f"schedule must be 'poly' or 'cosine', got {schedule!r}")
+        if miou_convention not in MIOU_CONVENTIONS:
+            raise ValueError(f"miou_convention must be one of {MIOU_CONVENTIONS}, "
+                             f"got {miou_convention!r}")  # fmt: skip
         self.save_hyperparameters(ignore=["network"])
         self.network = network
         matcher = MaskHungarianMatcher(cost_class, cost_mask, cost_dice, num_points)
@@ -159,7 +170,8 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         stuff = set(self.category_ids) - things
         self.pq = PanopticQuality(things, stuff) if is_panoptic and things and stuff else None
         has_semantic = hasattr(self.val_source, "label_map") or is_panoptic
-        self.miou = MeanIoU(self.network.num_classes) if has_semantic else None
+        self.miou = (MeanIoU(self.network.num_classes, convention=self.hparams.miou_convention)
+                     if has_semantic else None)  # fmt: skip
         hparams = getattr(datamodule, "hparams", None) or {}
         self.instance_file = hparams.get("val_instances")
         self.coco_results: list[dict] = []
@@ -197,12 +209,7 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
     def _semantic_truth(self, index: int) -> np.ndarray:
         if hasattr(self.val_source, "label_map"):
             return self.val_source.label_map(index)
-        ids, segments = self.val_source.ground_truth(index)
-        labels = np.full(ids.shape, 255, dtype=np.int64)
-        for segment in segments:
-            if not segment.iscrowd:
-                labels[ids == segment.id] = self.val_source.label_of[segment.category]
-        return labels
+        return self.val_source.semantic_map(index, self.hparams.ignore_crowd)
 
     def on_validation_epoch_end(self) -> None:
         self._report("val")

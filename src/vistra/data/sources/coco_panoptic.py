@@ -139,6 +139,17 @@ class COCOPanopticSource(Dataset):
             )
         return ids, segments
 
+    def semantic_map(self, index: int, ignore_crowd: bool = False, ignore_index: int = 255):
+        """The semantic ground truth [H, W] (labels 0..C-1) built from the panoptic PNG as
+        Mask2Former builds it: every segment, crowd included, labelled with its category;
+        unlabelled pixels ``ignore_index``. ``ignore_crowd`` leaves crowd pixels out instead."""
+        ids, segments = self.ground_truth(index)
+        labels = np.full(ids.shape, ignore_index, dtype=np.int64)
+        for segment in segments:
+            if not (ignore_crowd and segment.iscrowd):
+                labels[ids == segment.id] = self.label_of[segment.category]
+        return labels
+
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict]:
         image_id = self.image_ids[index]
         path = self.image_path(index)
