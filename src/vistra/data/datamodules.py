@@ -5,7 +5,12 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
+from vistra.data.sampling import (
+    EpochSampler,
+    ResumableDataLoader,
+    SeededAugmentation,
+    evaluation_sampler,
+)
 from vistra.data.sources import ImageSource
 from vistra.data.transforms import (
     MultiView,
@@ -99,7 +104,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def eval_loader(self, source: ImageSource) -> DataLoader:
         dataset = TransformedSource(source, eval_transform(self.image_size))
-        return DataLoader(dataset, shuffle=False, **self._loader_options())
+        sampler = evaluation_sampler(dataset, self.trainer)
+        return DataLoader(dataset, shuffle=False, sampler=sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         if self.val_source is None:

@@ -19,7 +19,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vistra.data.datamodules import TransformedSource
-from vistra.data.sampling import EpochSampler, ResumableDataLoader, SeededAugmentation
+from vistra.data.sampling import (
+    EpochSampler,
+    ResumableDataLoader,
+    SeededAugmentation,
+    evaluation_sampler,
+)
 from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -148,7 +153,8 @@ class PaddedBatchLoaders:
 
     def eval_loader(self, source) -> DataLoader:
         dataset = TransformedSource(source, self.eval_transform(), with_target=True)
-        return DataLoader(dataset, shuffle=False, **self._options())
+        sampler = evaluation_sampler(dataset, self.trainer)
+        return DataLoader(dataset, shuffle=False, sampler=sampler, **self._options())
 
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.val_source is None else self.eval_loader(self.val_source)

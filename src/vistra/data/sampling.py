@@ -94,3 +94,15 @@ class ResumableDataLoader(DataLoader):
         if done >= len(self):
             return  # the epoch had finished: start the next one from its beginning
         self.sampler.resume(state["epoch"], done * self.batch_size)
+
+
+def evaluation_sampler(dataset, trainer) -> Sampler | None:
+    """Under a distributed run, each image on exactly one rank (ranks may get one image more
+    than others); None on one process. Lightning's default sampler pads the last ranks with
+    repeated images, which would count those images twice in AP, PQ, mIoU and top-1."""
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
+                                        rank=trainer.global_rank, shuffle=False)  # fmt: skip

@@ -104,7 +104,10 @@ class RunSummary(L.Callback):
 
 
 def summary_lines(trainer: L.Trainer) -> list[str]:
-    lines = [f"run directory: {trainer.log_dir or trainer.default_root_dir}"]
+    # The logger's folder, not ``trainer.log_dir``: that one is a collective call under DDP,
+    # and this runs on rank zero only.
+    folder = trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
+    lines = [f"run directory: {folder}"]
     callback = trainer.checkpoint_callback
     if callback is not None and callback.last_model_path:
         progress = f"epoch {trainer.current_epoch}, step {trainer.global_step}"

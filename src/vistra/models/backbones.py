@@ -73,6 +73,7 @@ def create_feature_backbone(
             raise FileNotFoundError(f"{checkpoint}: backbone checkpoint not found")
         options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
     backbone = timm.create_model(name, **options)
+    _drop_unused_blocks(backbone)
     if checkpoint is not None:
         _warn_missing_weights(backbone, checkpoint)
     if frozen_batchnorm:
@@ -81,6 +82,18 @@ def create_feature_backbone(
         if parameter_name.startswith(tuple(frozen_prefixes)):
             parameter.requires_grad_(False)
     return backbone
+
+
+def _drop_unused_blocks(backbone: nn.Module) -> None:
+    """Remove the blocks after the last returned stage. timm's MobileNet-style feature models
+    (``blocks.N``) keep and run them; their parameters then get no gradient, which plain DDP
+    refuses ("parameters that were not used"), and they cost time."""
+    names = backbone.feature_info.module_name()
+    blocks = getattr(backbone, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or not all(n.startswith("blocks.") for n in names):
+        return
+    last = max(int(n.split(".")[1]) for n in names)
+    backbone.blocks = blocks[: last + 1]
 
 
 def _warn_missing_weights(backbone: nn.Module, checkpoint: str) -> None:

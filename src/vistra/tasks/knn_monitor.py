@@ -52,10 +52,13 @@ class KNNMonitor:
         self.log(f"{stage}/knn_top1", top1, prog_bar=True)
 
     def _gathered(self, batches: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        """Concatenate this rank's batches and gather every rank's: ([N, D], [N])."""
-        local = [torch.cat(parts) for parts in zip(*batches)]
-        everything = []
-        for tensor in local:
-            gathered = self.all_gather(tensor)
-            everything.append(gathered.flatten(0, 1) if gathered.ndim > tensor.ndim else gathered)
-        return everything[0], everything[1]
+        """Concatenate this rank's batches and gather every rank's: ([N, D], [N]). Ranks may
+        hold different counts (each image is evaluated on one rank only)."""
+        features, labels = (torch.cat(parts) for parts in zip(*batches))
+        if self.trainer.world_size <= 1:
+            return features, labels
+        gathered = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, (features.cpu(), labels.cpu()))
+        device = features.device
+        return (torch.cat([g[0] for g in gathered]).to(device),
+                torch.cat([g[1] for g in gathered]).to(device))  # fmt: skip
