@@ -82,3 +82,19 @@ def test_sigkill_then_ckpt_path_last_continues_the_run(tmp_path):
     steps = [int(row["step"]) for row in rows]
     assert steps == sorted(steps) and steps[-1] > step_at_kill
     assert list((killed / RUN / "version_0").glob("events.out.tfevents.*"))  # TensorBoard too
+
+
+def test_checkpoint_paths_name_their_run(tmp_path):
+    from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
+
+    for version, has_last in ((0, True), (1, True), (2, False), (10, False)):
+        folder = tmp_path / "lightning_logs" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        if has_last:
+            (folder / "last.ckpt").write_bytes(b"")
+    run, last = newest_resumable_run(tmp_path)
+    assert run.version == 1 and last == run.path / "checkpoints" / "last.ckpt"
+    picked = run_of_checkpoint(tmp_path / "lightning_logs/version_0/checkpoints/epoch=3.ckpt")
+    assert (picked.save_dir, picked.name, picked.version) == (str(tmp_path), "lightning_logs", 0)
+    assert run_of_checkpoint(tmp_path / "elsewhere" / "model.ckpt") is None
+    assert newest_resumable_run(tmp_path / "nothing") is None
