@@ -49,24 +49,19 @@ def table(stdout: str, starts: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def validated_twice(config: Path, data_args: list[str], fit_devices: list[str], folder: Path):
+    """Fit 2 steps, then ``vistra validate`` the checkpoint on 1 and on 2 processes."""
+    vistra("fit", "--config", config, *data_args, *fit_devices, "--trainer.max_steps=2",
+           cwd=folder)  # fmt: skip
+    checkpoint = next(folder.rglob("last.ckpt"))
+    return [vistra("validate", "--config", config, *data_args, *devices, "--ckpt_path",
+                   checkpoint, cwd=folder)
+            for devices in (ONE_PROCESS, TWO_PROCESSES)]  # fmt: skip
+
+
 def test_detr_trains_under_ddp_and_its_ap_counts_each_image_once(shapes, tmp_path):
     config = CONFIGS / "detr/shapes.yaml"
-    vistra("fit", "--config", config, *data(shapes, "instances"), *TWO_PROCESSES,
-           "--trainer.max_steps=2", cwd=tmp_path)  # fmt: skip
-    checkpoint = next(tmp_path.rglob("last.ckpt"))
-    single, double = (
-        vistra(
-            "validate",
-            "--config",
-            config,
-            *data(shapes, "instances"),
-            *devices,
-            "--ckpt_path",
-            checkpoint,
-            cwd=tmp_path,
-        )  # fmt: skip
-        for devices in (ONE_PROCESS, TWO_PROCESSES)
-    )
+    single, double = validated_twice(config, data(shapes, "instances"), TWO_PROCESSES, tmp_path)
     assert "(3 images)" in single and "(3 images)" in double
     assert table(double, ("Average",)) == table(single, ("Average",))
     # Every query of every image once (10 queries x 3 images), the same in both runs.
@@ -77,21 +72,6 @@ def test_detr_trains_under_ddp_and_its_ap_counts_each_image_once(shapes, tmp_pat
 
 def test_mask2former_pq_miou_and_mask_ap_count_each_image_once(shapes, tmp_path):
     config = CONFIGS / "mask2former/shapes.yaml"
-    vistra("fit", "--config", config, *data(shapes, "panoptic"), *ONE_PROCESS,
-           "--trainer.max_steps=2", cwd=tmp_path)  # fmt: skip
-    checkpoint = next(tmp_path.rglob("last.ckpt"))
-    single, double = (
-        vistra(
-            "validate",
-            "--config",
-            config,
-            *data(shapes, "panoptic"),
-            *devices,
-            "--ckpt_path",
-            checkpoint,
-            cwd=tmp_path,
-        )  # fmt: skip
-        for devices in (ONE_PROCESS, TWO_PROCESSES)
-    )
+    single, double = validated_twice(config, data(shapes, "panoptic"), ONE_PROCESS, tmp_path)
     rows = ("All", "Things", "Stuff", "semantic:", "Average")
     assert table(double, rows) == table(single, rows)
