@@ -143,3 +143,14 @@ def test_fit_ckpt_path_refuses_hostile_files_before_anything_runs(tmp_path, enco
     assert result.returncode != 0 and "'os.mkdir', which is not one of vistra.tasks" in (
         result.stderr
     )
+
+
+def test_predict_names_an_output_folder_it_cannot_write(tmp_path, encoder_checkpoint):
+    path = tmp_path / "encoder.ckpt"
+    torch.save(encoder_checkpoint, path)
+    Image.new("RGB", (32, 32)).save(tmp_path / "photo.png")
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    result = vistra("predict", "--ckpt", path, "--input", "photo.png", "--output",
+                    "taken/out", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--output taken/out: cannot write there" in result.stderr

@@ -109,7 +109,15 @@ def predict_command(words: list[str]) -> int:
         print("vistra predict: no readable image", file=sys.stderr)
         return 2
     out = Path(options.output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".vistra-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        print(f"vistra predict: --output {out}: cannot write there ({error.strerror})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     writer = WRITERS[predictor.kind](predictor, out, options)
     for start in tqdm(range(0, len(readable), options.batch_size), desc="predict", unit="batch"):
         chunk = readable[start : start + options.batch_size]
