@@ -57,11 +57,11 @@ def refusal(path: str | Path, detail: str) -> UnsafeFileError:
 
 def load_torch_file(path: str | Path, unsafe: bool | None = None) -> Any:
     """``torch.load`` of a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin`` file on the CPU."""
-    if unsafe_allowed(unsafe):
+    trusted = unsafe_allowed(unsafe)
+    if trusted:
         warnings.warn(f"{path}: loading with pickle's full powers (unsafe load)", stacklevel=2)
-        return torch.load(path, map_location="cpu", weights_only=False)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as error:
         raise refusal(path, str(error)) from None
 
@@ -75,11 +75,12 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 def load_pickle_file(path: str | Path, unsafe: bool | None = None) -> Any:
     """A detectron2-style ``.pkl`` (numpy arrays in dicts, Python 2 pickles included)."""
+    trusted = unsafe_allowed(unsafe)
+    if trusted:
+        warnings.warn(f"{path}: loading with pickle's full powers (unsafe load)", stacklevel=2)
+    reader = pickle.Unpickler if trusted else _DataOnlyUnpickler
     with open(path, "rb") as file:
-        if unsafe_allowed(unsafe):
-            warnings.warn(f"{path}: loading with pickle's full powers (unsafe load)", stacklevel=2)
-            return pickle.load(file, encoding="latin1")  # noqa: S301 - the user said so
         try:
-            return _DataOnlyUnpickler(file, encoding="latin1").load()
+            return reader(file, encoding="latin1").load()
         except pickle.UnpicklingError as error:
             raise refusal(path, str(error)) from None

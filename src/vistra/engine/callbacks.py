@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +13,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from vistra.convert.safe import refusal, unsafe_allowed
+from vistra.convert.safe import load_torch_file
 
 # The metric that says how well a run went, first found wins.
 HEADLINE_METRICS = ("val/PQ", "val/AP", "val/mIoU", "val/top1", "val/knn_top1", "train/loss")
@@ -157,14 +156,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             temporary.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
-        """Lightning's reader (tensors and plain data for local files), with a refusal that
-        names the file and ``--unsafe-load`` instead of pickle's message."""
-        if unsafe_allowed():
-            weights_only = False
-        try:
+        """Local files through ``load_torch_file`` (tensors and plain data unless the user
+        trusts the file; a refusal names it), remote ones through Lightning's reader."""
+        if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only)
-        except pickle.UnpicklingError as error:
-            raise refusal(path, str(error)) from None
+        return load_torch_file(path)
 
 
 def _millions(count: int) -> str:
