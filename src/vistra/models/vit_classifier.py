@@ -158,12 +158,12 @@ def _mae_encoder_state(path: str | Path) -> dict[str, Tensor]:
     """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names: a vistra
     checkpoint (its ``network.`` weights), the MAE repository's ``.pth`` or a Hugging Face
     ViTMAE file (renamed)."""
-    from vistra.convert.files import read_state_dict
+    from vistra.convert.files import network_weights, read_state_dict
     from vistra.convert.mae import mae_state_dict_from_hf
 
     state = read_state_dict(path)
     if any(key.startswith("network.") for key in state):
-        return {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+        return network_weights(state)
     if any(key.startswith(("vit.", "embeddings.", "decoder.decoder")) for key in state):
         return mae_state_dict_from_hf(state)
     return state
