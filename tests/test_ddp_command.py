@@ -67,7 +67,14 @@ def test_detr_trains_under_ddp_and_its_ap_counts_each_image_once(shapes, tmp_pat
     # Every query of every image once (10 queries x 3 images), the same in both runs.
     written = [json.loads(path.read_text()) for path in sorted(tmp_path.rglob("val_epoch_*.json"))]
     assert len(written) == 2 and [len(results) for results in written] == [30, 30]
-    assert sorted(map(json.dumps, written[0])) == sorted(map(json.dumps, written[1]))
+    # The same detections; a batch of 1 and a batch of 2 may round the fifth decimal apart.
+    one, two = (sorted(results, key=lambda r: (r["image_id"], -r["score"])) for results in written)
+    assert [(r["image_id"], r["category_id"]) for r in one] == [
+        (r["image_id"], r["category_id"]) for r in two
+    ]
+    for first, second in zip(one, two):
+        assert first["score"] == pytest.approx(second["score"], abs=1e-4)
+        assert first["bbox"] == pytest.approx(second["bbox"], abs=0.02)
 
 
 def test_mask2former_pq_miou_and_mask_ap_count_each_image_once(shapes, tmp_path):

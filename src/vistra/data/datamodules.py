@@ -6,10 +6,10 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from vistra.data.sampling import (
-    EpochSampler,
     ResumableDataLoader,
     SeededAugmentation,
     evaluation_sampler,
+    training_sampler,
 )
 from vistra.data.sources import ImageSource
 from vistra.data.transforms import (
@@ -92,7 +92,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = SeededAugmentation(self.train_source, self.train_transform(), self.seed)
-        sampler = EpochSampler(len(dataset), shuffle=True, seed=self.seed)
+        sampler = training_sampler(len(dataset), self.seed, self.trainer)
         if len(dataset) < self.batch_size:
             raise ValueError(
                 f"{self.train_source.origin}: {len(dataset)} images, fewer than one batch of "

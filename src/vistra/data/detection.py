@@ -20,10 +20,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from vistra.data.datamodules import TransformedSource
 from vistra.data.sampling import (
-    EpochSampler,
     ResumableDataLoader,
     SeededAugmentation,
     evaluation_sampler,
+    training_sampler,
 )
 from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -148,7 +148,7 @@ class PaddedBatchLoaders:
         hp = self.hparams
         dataset = SeededAugmentation(self.train_source, self.train_transform(), hp.seed,
                                      with_target=True)  # fmt: skip
-        sampler = EpochSampler(len(dataset), shuffle=True, seed=hp.seed)
+        sampler = training_sampler(len(dataset), hp.seed, self.trainer)
         return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
 
     def eval_loader(self, source) -> DataLoader:

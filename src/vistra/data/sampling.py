@@ -11,19 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
-class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys; shuffled by a permutation seeded from (seed, epoch)."""
+class EpochSampler(DistributedSampler):
+    """Yields ``(epoch, index)`` keys; shuffled by a permutation seeded from (seed, epoch).
 
-    def __init__(self, size: int, shuffle: bool = True, seed: int = 0) -> None:
-        self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.epoch = 0
+    Under a distributed run each of the ``num_replicas`` ranks takes every ``num_replicas``-th
+    key of the same permutation (padded by its first keys to a multiple of the rank count, as
+    torch's ``DistributedSampler`` does). Being a ``DistributedSampler``, Lightning uses it as
+    it is instead of wrapping it, so a resumed rank skips what it had trained on."""
+
+    def __init__(
+        self, size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed)  # fmt: skip
+        self.size = size
         self._skip = 0  # samples to leave out at the start of the next pass (resume)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def resume(self, epoch: int, samples_done: int) -> None:
         self.epoch, self._skip = epoch, samples_done
@@ -34,12 +39,21 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
+        order += order[: self.total_size - self.size]
         skip, self._skip = self._skip, 0
-        for index in order[skip:]:
+        for index in order[self.rank :: self.num_replicas][skip:]:
             yield self.epoch, index
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
+
+
+def training_sampler(size: int, seed: int, trainer) -> EpochSampler:
+    """The shuffled training sampler for this process's rank (one process: all keys)."""
+    if trainer is None or trainer.world_size <= 1:
+        return EpochSampler(size, shuffle=True, seed=seed)
+    return EpochSampler(size, shuffle=True, seed=seed, num_replicas=trainer.world_size,
+                        rank=trainer.global_rank)  # fmt: skip
 
 
 class SeededAugmentation(Dataset):

@@ -31,6 +31,11 @@ from vistra.engine.classes import ClassCountError, data_classes, fill_num_classe
 from vistra.engine.finite import StopOnNonFinite
 from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
+from vistra.engine.seeding import StepSeeding
+
+# Without an interval, Lightning writes a checkpoint only after validation, which long runs do
+# rarely: a kill in between would lose everything since. Configs may set their own.
+CHECKPOINT_EVERY_N_STEPS = 500
 
 
 class VistraCLI(LightningCLI):
@@ -46,7 +51,11 @@ class VistraCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "trainer.enable_model_summary": False})
+        parser.set_defaults({"checkpoint.save_last": True,
+                             "checkpoint.every_n_train_steps": CHECKPOINT_EVERY_N_STEPS,
+                             # a resumed run writes its own last.ckpt, never last-v1.ckpt
+                             "checkpoint.enable_version_counter": False,
+                             "trainer.enable_model_summary": False})  # fmt: skip
 
     # -- a checkpoint's hyper-parameters ----------------------------------------------------
 
@@ -109,7 +118,7 @@ class VistraCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path:
             return
-        root = self._trainer_setting(config, "default_root_dir") or os.getcwd()
+        root = os.path.abspath(self._trainer_setting(config, "default_root_dir") or ".")
         if ckpt_path == "last":
             found = newest_resumable_run(root)
             if found is None:
@@ -134,7 +143,9 @@ class VistraCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self._trainer_setting(config, "logger") in (None, True):
             run = self.continued_run
-            root = self._trainer_setting(config, "default_root_dir") or os.getcwd()
+            # Absolute, so the checkpoint folder a resumed run records is the one it was
+            # started with, however the run is named on the command line.
+            root = os.path.abspath(self._trainer_setting(config, "default_root_dir") or ".")
             if run is not None and run.name == RUNS_FOLDER:
                 kwargs["logger"] = run_loggers(run.save_dir, run.version)
             else:
@@ -144,7 +155,8 @@ class VistraCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        callbacks = [*callbacks, ParameterCount(), FinalCheckpoint(), StopOnNonFinite()]
+        callbacks = [*callbacks, ParameterCount(), FinalCheckpoint(), StopOnNonFinite(),
+                     StepSeeding()]  # fmt: skip
         chosen = config.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)

@@ -32,7 +32,7 @@ def newest_resumable_run(save_dir: str | os.PathLike, name: str = RUNS_FOLDER):
     """``(RunDirectory, last.ckpt path)`` of the highest ``version_N`` holding a
     ``checkpoints/last.ckpt``, or None."""
     for version in sorted(existing_versions(Path(save_dir) / name), reverse=True):
-        run = RunDirectory(os.fspath(save_dir), name, version)
+        run = RunDirectory(os.path.abspath(save_dir), name, version)
         last = run.path / "checkpoints" / "last.ckpt"
         if last.is_file():
             return run, last
@@ -41,7 +41,7 @@ def newest_resumable_run(save_dir: str | os.PathLike, name: str = RUNS_FOLDER):
 
 def run_of_checkpoint(path: str | os.PathLike) -> RunDirectory | None:
     """The run a checkpoint at ``.../<name>/version_N/checkpoints/<file>.ckpt`` belongs to."""
-    path = Path(os.path.normpath(path))
+    path = Path(os.path.abspath(path))
     folder = path.parent
     match = re.fullmatch(r"version_(\d+)", folder.parent.name)
     if folder.name != "checkpoints" or match is None:

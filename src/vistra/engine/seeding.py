@@ -1,0 +1,40 @@
+"""Training randomness that a checkpoint restores exactly: each step's generators are seeded
+from (run seed, epoch, batch, rank).
+
+What a training step draws (dropout, MAE's random masks, Mask2Former's point sampling, DETR's
+dropout) then depends only on where the run is, which the checkpoint records, and not on what
+else consumed random numbers before it (a data loader's worker seeds, a sanity check, a resume
+that skipped half an epoch). So a run resumed mid-epoch with ``--ckpt_path`` draws exactly
+what the uninterrupted run drew. Data augmentation is seeded per sample already
+(``vistra.data.sampling``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+
+_MODULUS = 2**63 - 1
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
+    """A seed for one (epoch, batch, rank): distinct ranks draw distinct dropout masks."""
+    return (((seed * 1_000_003 + epoch) * 10_000_019 + batch_idx) * 1_009 + rank) % _MODULUS
+
+
+class StepSeeding(L.Callback):
+    """Reseed torch's CPU generator and the model's accelerator generator before every
+    training batch."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        value = step_seed(seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        torch.default_generator.manual_seed(value)
+        device = pl_module.device
+        if device.type != "cpu":  # torch.cuda / torch.mps / torch.xpu: the current device's
+            getattr(torch, device.type).manual_seed(value)

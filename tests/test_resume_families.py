@@ -1,0 +1,101 @@
+"""Resume equals an uninterrupted run for the families whose training steps draw random
+numbers (DETR's dropout, MAE's masks, Mask2Former's point sampling), through the command.
+
+The uninterrupted run keeps every step checkpoint (``--checkpoint.save_top_k=-1``): the one
+from mid-epoch stands in for the ``last.ckpt`` a kill would have left (``test_resume.py`` kills
+a run for real). ``vistra fit --ckpt_path`` from that file, in a copy of the run folder, must
+end with bit-equal weights. DETR also resumes mid-epoch under 2-process DDP.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vistra.data.shapes import write_shapes
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TWO_PROCESSES = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+
+
+def vistra_fit(*args, cwd: Path) -> str:
+    command = [sys.executable, "-m", "vistra.cli", "fit", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("resume") / "shapes"
+    write_shapes(root, 8, 2, 64, seed=3)
+    return root
+
+
+def shapes_data(root: Path, kind: str) -> list[str]:
+    ann = root / "annotations"
+    args = [f"--data.init_args.train_annotations={ann / f'{kind}_train.json'}",
+            f"--data.init_args.train_images={root / 'images/train'}",
+            f"--data.init_args.val_annotations={ann / f'{kind}_val.json'}",
+            f"--data.init_args.val_images={root / 'images/val'}",
+            "--data.init_args.batch_size=2"]  # fmt: skip
+    if kind == "panoptic":
+        args.append(f"--data.init_args.val_instances={ann / 'instances_val.json'}")
+    return args
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_resume_equals_straight(args: list[str], resume_step: int, folder: Path) -> None:
+    straight, resumed = folder / "straight", folder / "resumed"
+    straight.mkdir()
+    vistra_fit(*args, "--checkpoint.save_top_k=-1", cwd=straight)
+    shutil.copytree(straight, resumed)
+    (last,) = straight.rglob("last.ckpt")
+    (middle,) = resumed.rglob(f"epoch=*-step={resume_step}.ckpt")
+    output = vistra_fit(*args, "--checkpoint.save_top_k=-1", "--ckpt_path", middle, cwd=resumed)
+    assert "resuming from" in output
+    (resumed_last,) = resumed.rglob("last*.ckpt")  # its own last.ckpt, no last-v1.ckpt
+    expected, got = weights(last), weights(resumed_last)
+    assert torch.load(resumed_last, weights_only=True)["global_step"] > resume_step
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_detr_with_dropout_resumes_mid_epoch_exactly(shapes, tmp_path):
+    # 8 images in batches of 2: 4 steps an epoch; step 6 is the middle of the second epoch.
+    args = ["--config", CONFIGS / "detr/shapes.yaml", *shapes_data(shapes, "instances"),
+            "--trainer.max_epochs=3", "--checkpoint.every_n_train_steps=3",
+            "--model.init_args.network.init_args.dropout=0.1"]  # fmt: skip
+    assert_resume_equals_straight(args, 6, tmp_path)
+
+
+def test_mask2former_point_sampling_resumes_mid_epoch_exactly(shapes, tmp_path):
+    args = ["--config", CONFIGS / "mask2former/shapes.yaml", *shapes_data(shapes, "panoptic"),
+            "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=3",
+            "--data.init_args.size=64", "--model.init_args.num_points=64"]  # fmt: skip
+    assert_resume_equals_straight(args, 3, tmp_path)
+
+
+def test_mae_random_masks_resume_mid_epoch_exactly(tmp_path):
+    # 1437 digits in batches of 256: 6 steps an epoch; step 9 is the middle of the second.
+    args = ["--config", CONFIGS / "mae/vit_tiny_digits.yaml", "--trainer.max_epochs=2",
+            "--checkpoint.every_n_train_steps=3", "--data.init_args.batch_size=256",
+            "--model.init_args.warmup_epochs=1"]  # fmt: skip
+    assert_resume_equals_straight(args, 9, tmp_path)
+
+
+def test_detr_resumes_mid_epoch_under_ddp(shapes, tmp_path):
+    # Two ranks of 4 images in batches of 2: 2 steps an epoch; step 3 is mid-epoch.
+    args = ["--config", CONFIGS / "detr/shapes.yaml", *shapes_data(shapes, "instances"),
+            *TWO_PROCESSES, "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=3",
+            "--model.init_args.network.init_args.dropout=0.1"]  # fmt: skip
+    assert_resume_equals_straight(args, 3, tmp_path)
