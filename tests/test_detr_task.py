@@ -39,7 +39,8 @@ def test_data_shapes_and_check_commands(tmp_path):
     data["annotations"][0]["bbox"] = [40, 40, 30, 30]
     annotations.write_text(json.dumps(data))
     bad = vistra("data", "check", annotations, cwd=tmp_path)
-    assert bad.returncode == 1 and "annotations[0].bbox" in bad.stdout and "outside" in bad.stdout
+    field = f"annotations[0] (id {data['annotations'][0]['id']}).bbox"
+    assert bad.returncode == 1 and field in bad.stdout and "outside" in bad.stdout
 
 
 def test_fit_validate_predict_write_coco_results(tmp_path):

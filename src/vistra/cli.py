@@ -77,7 +77,8 @@ def data_command(words: list[str]) -> int:
     shapes.add_argument("--max-objects", type=int, default=3, help="things per image, at most")
     check = commands.add_parser("check", help="validate a COCO instance file before training")
     check.add_argument("annotations", help="COCO instance JSON")
-    check.add_argument("--images", help="image folder (checks that every file exists)")
+    check.add_argument("--images", help="image folder (checks that every file exists and has "
+                       "the size the file gives)")  # fmt: skip
     options = parser.parse_args(words)
     if options.command == "shapes":
         from vistra.data.shapes import write_shapes
@@ -89,10 +90,12 @@ def data_command(words: list[str]) -> int:
         return 0
     from vistra.data.coco_check import check_coco
 
-    report = check_coco(options.annotations, options.images)
+    report = check_coco(options.annotations, options.images, image_sizes=True)
     print(report.table())
     for problem in report.problems:
         print(f"  {problem}")
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
     return 0 if report.ok else 1
 
 
@@ -154,14 +157,30 @@ def main(argv: list[str] | None = None) -> None:
         run_demo(name, *overrides)
         return
     silence_known_noise()
+    from vistra.convert.files import CheckpointMismatchError
     from vistra.convert.safe import UnsafeFileError
+    from vistra.data.sources.base import DataError
     from vistra.engine.finite import NonFiniteTrainingError
     from vistra.engine.lightning_cli import VistraCLI
 
     try:
         VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
-    except (UnsafeFileError, NonFiniteTrainingError) as error:
-        sys.exit(f"vistra: {error}")
+    except (UnsafeFileError, NonFiniteTrainingError, DataError, CheckpointMismatchError) as error:
+        sys.exit(f"vistra: {one_line(error)}")
+
+
+def one_line(error: Exception) -> str:
+    """The message of an error, also when a DataLoader worker raised it: torch then re-raises
+    it with the worker's traceback in front, and the message is its last line."""
+    message = str(error)
+    if "Original Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    name = type(error).__name__
+    for prefix in (f"{type(error).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last
 
 
 def __getattr__(name: str):

@@ -53,9 +53,18 @@ def finite(result) -> bool:
     return all(torch.isfinite(v).all() for v in values if v.is_floating_point())
 
 
-def output_file(folder: Path, name: Path, suffix: str) -> Path:
-    """``folder/<name without suffix><suffix>``, its sub-folders created."""
-    target = folder / name.with_suffix(suffix)
+def output_stems(names: list[Path]) -> dict[Path, Path]:
+    """The output name (without suffix) of each input: its name without the suffix, or with
+    it where two inputs differ only by suffix (``a.jpg`` and ``a.png`` -> ``a.jpg``,
+    ``a.png``), so that no output overwrites another."""
+    stems = [name.with_suffix("") for name in names]
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    return {name: (name if stem in shared else stem) for name, stem in zip(names, stems)}
+
+
+def output_file(folder: Path, stem: Path, suffix: str) -> Path:
+    """``folder/<stem><suffix>``, its sub-folders created."""
+    target = folder / stem.parent / f"{stem.name}{suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
@@ -93,20 +102,9 @@ def predict_command(words: list[str]) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"vistra predict: {error}", file=sys.stderr)
         return 2
-    from tqdm import tqdm
-
-    from vistra.data.sources.base import ImageLoadError
-
-    readable, skipped = [], []
-    for path, name in paths:
-        try:
-            readable.append((name, to_pil(path)))
-        except (ImageLoadError, InputError, OSError) as error:
-            skipped.append(f"{path}: {error}")
-    for reason in skipped:
-        print(f"skipped {reason}", file=sys.stderr)
-    if not readable:
-        print("vistra predict: no readable image", file=sys.stderr)
+    if options.batch_size < 1:
+        print(f"vistra predict: --batch-size must be at least 1, got {options.batch_size}",
+              file=sys.stderr)  # fmt: skip
         return 2
     out = Path(options.output)
     try:
@@ -118,19 +116,38 @@ def predict_command(words: list[str]) -> int:
         print(f"vistra predict: --output {out}: cannot write there ({error.strerror})",
               file=sys.stderr)  # fmt: skip
         return 2
+    from tqdm import tqdm
+
+    from vistra.data.sources.base import ImageLoadError
+
+    stems = output_stems([name for _, name in paths])
     writer = WRITERS[predictor.kind](predictor, out, options)
-    for start in tqdm(range(0, len(readable), options.batch_size), desc="predict", unit="batch"):
-        chunk = readable[start : start + options.batch_size]
+    done, skipped = 0, 0
+    # A batch of images in memory at a time (a folder of photos may not fit at once).
+    for start in tqdm(range(0, len(paths), options.batch_size), desc="predict", unit="batch"):
+        chunk = []
+        for path, name in paths[start : start + options.batch_size]:
+            try:
+                chunk.append((name, to_pil(path)))
+            except (ImageLoadError, InputError, OSError) as error:
+                skipped += 1
+                tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+        if not chunk:
+            continue
         results = predictor([image for _, image in chunk], batch_size=options.batch_size)
-        for (path, image), result in zip(chunk, results):
+        for (name, image), result in zip(chunk, results):
             if not finite(result):
-                print(f"vistra predict: {path}: the model's outputs are not finite (NaN or "
+                print(f"vistra predict: {name}: the model's outputs are not finite (NaN or "
                       f"infinite: a diverged checkpoint?); {options.ckpt} gives no usable "
                       "predictions, nothing more was written", file=sys.stderr)  # fmt: skip
                 return 2
-            writer.add(path, image, result)
+            writer.add(name, stems[name], image, result)
+            done += 1
+    if not done:
+        print("vistra predict: no readable image", file=sys.stderr)
+        return 2
     writer.close()
-    print(f"wrote {out} ({len(readable)} images, {len(skipped)} skipped)")
+    print(f"wrote {out} ({done} images, {skipped} skipped)")
     return 0
 
 
@@ -140,7 +157,7 @@ class ClassWriter:
     def __init__(self, predictor, out: Path, options) -> None:
         self.out, self.rows = out, ["file,label,name,score"]
 
-    def add(self, path, image, result) -> None:
+    def add(self, path, stem, image, result) -> None:
         self.rows.append(f"{path.as_posix()},{result.label},{result.name},"
                          f"{float(result.scores[result.label]):.5f}")  # fmt: skip
 
@@ -155,7 +172,7 @@ class EmbeddingWriter:
     def __init__(self, predictor, out: Path, options) -> None:
         self.out, self.predictor, self.rows, self.names, self.shown = out, predictor, [], [], []
 
-    def add(self, path, image, result) -> None:
+    def add(self, path, stem, image, result) -> None:
         self.rows.append(result.numpy())
         self.names.append(path.as_posix())
         if hasattr(self.predictor.network, "reconstruct") and len(self.shown) < 16:
@@ -187,7 +204,7 @@ class DetectionWriter:
         self.empty: list[str] = []  # pictures with no box at the threshold, and why
         (out / "pictures").mkdir(exist_ok=True)
 
-    def add(self, path, image, result) -> None:
+    def add(self, path, stem, image, result) -> None:
         from vistra.visualize import draw_detections
 
         image_id = len(self.images) + 1
@@ -209,7 +226,7 @@ class DetectionWriter:
         names = [name for name, kept in zip(result.names, keep.tolist()) if kept]
         picture = draw_detections(image, result.boxes[keep], names, result.scores[keep], labels,
                                   scale=max(1.0, 288 / max(image.size)))  # fmt: skip
-        picture.save(output_file(self.out / "pictures", path, ".png"))
+        picture.save(output_file(self.out / "pictures", stem, ".png"))
 
     def close(self) -> None:
         (self.out / "detections.json").write_text(json.dumps(self.results))
@@ -229,27 +246,33 @@ class SegmentationWriter:
     def __init__(self, predictor, out: Path, options) -> None:
         self.out, self.predictor = out, predictor
         self.panoptic, self.instances, self.images = [], [], []
+        self.reduced = 0
         for folder in ("panoptic", "semantic", "pictures"):
             (out / folder).mkdir(exist_ok=True)
 
-    def add(self, path, image, result) -> None:
+    def add(self, path, stem, image, result) -> None:
         from PIL import Image
 
         from vistra.tasks.segmentation import masks_to_coco
         from vistra.visualize import segmentation_overlay, write_panoptic_png
 
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": path.as_posix(),
-                            "width": image.width, "height": image.height})  # fmt: skip
+        height, width = result.semantic.shape
+        entry = {"id": image_id, "file_name": path.as_posix(), "width": width, "height": height}
+        if image.size != (width, height):  # a huge image: its maps are at a reduced size
+            entry["original_width"], entry["original_height"] = image.size
+            image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            self.reduced += 1
+        self.images.append(entry)
         semantic = result.semantic.numpy().astype(np.uint8)
-        Image.fromarray(semantic).save(output_file(self.out / "semantic", path, ".png"))
+        Image.fromarray(semantic).save(output_file(self.out / "semantic", stem, ".png"))
         shown = {"semantic": result.semantic}
         if result.panoptic is not None:
             write_panoptic_png(
-                result.panoptic.numpy(), output_file(self.out / "panoptic", path, ".png")
+                result.panoptic.numpy(), output_file(self.out / "panoptic", stem, ".png")
             )
             self.panoptic.append({
-                "image_id": image_id, "file_name": path.with_suffix(".png").as_posix(),
+                "image_id": image_id, "file_name": f"{stem.as_posix()}.png",
                 "segments_info": [{"id": s["id"], "category_id": s["category_id"],
                                    "isthing": int(s["isthing"]), "score": s["score"],
                                    "area": s["area"]} for s in result.segments],
@@ -260,13 +283,19 @@ class SegmentationWriter:
             self.instances += masks_to_coco(image_id, result.instances, ids)
         names = self.predictor.names or [str(i) for i in range(256)]
         segmentation_overlay(image, shown, names).save(
-            output_file(self.out / "pictures", path, ".png")
+            output_file(self.out / "pictures", stem, ".png")
         )
 
     def close(self) -> None:
         (self.out / "panoptic.json").write_text(json.dumps({"annotations": self.panoptic}))
         (self.out / "instances.json").write_text(json.dumps(self.instances))
         (self.out / "images.json").write_text(json.dumps(self.images))
+        if self.reduced:
+            from vistra.predictor import MAX_MAP_PIXELS
+
+            print(f"{self.reduced} image(s) over {MAX_MAP_PIXELS / 1e6:.1f} megapixels: their "
+                  "maps are at a reduced size (width / height in images.json, original_width "
+                  "/ original_height beside them)", file=sys.stderr)  # fmt: skip
 
 
 WRITERS = {"classification": ClassWriter, "embedding": EmbeddingWriter,

@@ -4,7 +4,7 @@ The checkpoint alone says what to build (network class and arguments), how to pr
 image (resize rule, size, normalisation) and what the outputs mean (category names and ids,
 which classes are things). Inputs may be paths, PIL images, HxWx3 uint8 arrays, 3xHxW tensors
 (uint8, or float in 0..1) or lists of them; results are typed per task and given at the
-original image size.
+original image size (segmentation maps of images over ``MAX_MAP_PIXELS``: at a reduced size).
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ DEFAULT_PREPROCESS = {
     "segmentation": {"resize": "shorter_side", "size": 800, "max_size": 1333},
 }
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# Segmentation upsamples every query's mask logits (and every class's score) to the output
+# size: memory grows with its pixel count. Larger images are reduced to this many pixels
+# before anything else (2048 x 2048: full size for Cityscapes and camera photos up to 4 MP).
+MAX_MAP_PIXELS = 2048 * 2048
 
 
 @dataclass
@@ -62,7 +66,8 @@ class Detections:
 
 @dataclass
 class Segmentation:
-    """One image's segmentation at its original size: ``semantic`` [H, W] labels,
+    """One image's segmentation at its original size (reduced to ``MAX_MAP_PIXELS`` when
+    larger; ``semantic.shape`` gives the size): ``semantic`` [H, W] labels,
     ``panoptic`` [H, W] segment ids (0 = none) with ``segments`` (id, label, name, category_id,
     isthing, score, area), and ``instances`` (``scores``, ``labels``, ``masks`` [K, H, W])."""
 
@@ -110,6 +115,16 @@ def prepare(image: Image.Image, spec: dict) -> Tensor:
     transform = v2.Compose([v2.PILToTensor(), *steps, v2.ToDtype(torch.float32, scale=True),
                             v2.Normalize(spec["mean"], spec["std"])])  # fmt: skip
     return transform(image)
+
+
+def within_pixels(image: Image.Image, limit: int) -> Image.Image:
+    """``image`` reduced (aspect kept, antialiased) to at most ``limit`` pixels; as it is when
+    it already fits."""
+    if image.width * image.height <= limit:
+        return image
+    scale = (limit / (image.width * image.height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
 def pad_batch(tensors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -245,8 +260,9 @@ class Predictor:
 
     @torch.no_grad()
     def _run(self, pictures: list[Image.Image]) -> list:
+        sizes = [(p.height, p.width) for p in pictures]  # boxes: in the original's pixels
+        pictures = [within_pixels(p, MAX_MAP_PIXELS) for p in pictures]
         tensors = [prepare(p, self.preprocess) for p in pictures]
-        sizes = [(p.height, p.width) for p in pictures]
         if self.kind == "embedding":
             return list(self._features(torch.stack(tensors)).float().cpu())
         if self.kind == "classification":
@@ -264,7 +280,8 @@ class Predictor:
         outputs = {k: v.float().cpu() for k, v in outputs.items() if isinstance(v, Tensor)}
         if self.kind == "detection":
             return self._detections(outputs, sizes)
-        return self._segmentations(outputs, tensors, images.shape[-2:], sizes)
+        map_sizes = [(p.height, p.width) for p in pictures]
+        return self._segmentations(outputs, tensors, images.shape[-2:], map_sizes)
 
     def _detections(self, outputs: dict, sizes: list[tuple[int, int]]) -> list[Detections]:
         from vistra.models.detr import detr_postprocess

@@ -13,6 +13,11 @@ from vistra.convert.safe import UnsafeFileError, load_pickle_file, load_torch_fi
 NESTED_KEYS = ("model", "state_dict", "module")
 
 
+class CheckpointMismatchError(ValueError):
+    """A weight file that does not fit the model it is loaded into; the message names the file
+    and what differs (another family's network, or the keys and shapes)."""
+
+
 def read_state_dict(path: str | Path, unsafe: bool | None = None) -> dict[str, Tensor]:
     """The tensors of a checkpoint file, unwrapped from {"model": ...}-style containers.
 
@@ -70,9 +75,18 @@ def load_checked(
         for k in set(state) & set(expected)
         if state[k].shape != expected[k].shape
     )
+    name = type(model).__name__
+    shared = len(set(expected) & set(state))
+    if shared < len(expected) / 2:
+        prefixes = sorted({key.split(".", 1)[0] for key in state})
+        raise CheckpointMismatchError(
+            f"{origin}: not a {name} checkpoint: only {shared} of the {len(expected)} weights of "
+            f"{name} are in it (its weights are under {', '.join(prefixes[:6])}"
+            f"{' ...' if len(prefixes) > 6 else ''}); a checkpoint of another model?"
+        )
     if missing or unexpected or wrong_shape:
         config = getattr(model, "config", "")
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"{origin}: checkpoint does not fit {type(model).__name__}({config})\n"
             f"  missing: {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
             f"  unexpected: {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}\n"

@@ -1,9 +1,12 @@
 """Validation of a COCO instance annotation file before any training starts.
 
 ``check_coco(path, images_dir)`` returns a ``CocoReport``: every problem names the file and
-the field (``annotations[17].bbox``), and a summary counts images, objects and categories.
-``vistra data check`` prints it; the detection data refuses a file with problems and shows the
-same messages.
+the field, annotations by position and id (``annotations[17] (id 9001).bbox``: the id is what
+people search their file for), and a summary counts images, objects and categories. Problems
+that follow from one cause are reported once with a count (32 annotations of an unknown image
+id, of a duplicate image id). ``vistra data check`` prints it, with ``--images`` also comparing
+each image file's size with the file (warning when only its EXIF orientation makes them
+differ); the detection data refuses a file with problems and shows the same messages.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class CocoReport:
     crowd: int = 0
     images_without_objects: int = 0
     objects_per_category: dict[str, int] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
+    # image id -> positions in "images" of every entry with it (the first one kept)
+    duplicate_image_ids: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -43,6 +49,9 @@ class CocoReport:
 
     def add(self, field_name: str, message: str) -> None:
         self.problems.append(Problem(self.file, field_name, message))
+
+    def warn(self, field_name: str, message: str) -> None:
+        self.warnings.append(Problem(self.file, field_name, message))
 
     def table(self) -> str:
         rows = [
@@ -54,6 +63,7 @@ class CocoReport:
         ]
         rows += [(f"  {name}", count) for name, count in self.objects_per_category.items()]
         rows.append(("problems", len(self.problems)))
+        rows.append(("warnings", len(self.warnings)))
         width = max(len(label) for label, _ in rows) + 2
         lines = [f"{self.file}", "-" * (width + 10)]
         lines += [f"{label:<{width}}{count:>10}" for label, count in rows]
@@ -70,8 +80,11 @@ class CocoReport:
             )
 
 
-def check_coco(path: str | Path, images_dir: str | Path | None = None) -> CocoReport:
-    """Check a COCO instance file (and, with ``images_dir``, that every image file exists)."""
+def check_coco(
+    path: str | Path, images_dir: str | Path | None = None, image_sizes: bool = False
+) -> CocoReport:
+    """Check a COCO instance file (and, with ``images_dir``, that every image file exists;
+    with ``image_sizes`` too, that its size is the file's: reads every image's header)."""
     path = Path(path)
     report = CocoReport(str(path))
     if not path.is_file():
@@ -92,7 +105,7 @@ def check_coco(path: str | Path, images_dir: str | Path | None = None) -> CocoRe
         return report
 
     categories = _check_categories(report, data["categories"])
-    images = _check_images(report, data["images"], images_dir)
+    images = _check_images(report, data["images"], images_dir, image_sizes)
     per_image = _check_annotations(report, data["annotations"], images, categories)
     report.images = len(images)
     report.images_without_objects = sum(1 for image_id in images if not per_image[image_id])
@@ -119,19 +132,26 @@ def _check_categories(report: CocoReport, categories: list) -> dict[int, str]:
     return names
 
 
-def _check_images(report: CocoReport, images: list, images_dir) -> dict[int, tuple[int, int]]:
-    sizes: dict[int, tuple[int, int]] = {}
+def _check_images(
+    report: CocoReport, images: list, images_dir, image_sizes: bool
+) -> dict[int, tuple[int, int] | None]:
+    sizes: dict[int, tuple[int, int] | None] = {}
     folder = Path(images_dir) if images_dir is not None else None
+    first_at: dict[int, int] = {}
     for index, image in enumerate(images):
         where = f"images[{index}]"
         if not isinstance(image, dict) or not isinstance(image.get("id"), int):
             report.add(f"{where}.id", "missing or not an integer")
             continue
-        if _duplicate(report, set(sizes), image["id"], f"{where}.id"):
+        if image["id"] in first_at:  # reported once its annotations are counted
+            report.duplicate_image_ids.setdefault(image["id"], [first_at[image["id"]]])
+            report.duplicate_image_ids[image["id"]].append(index)
             continue
+        first_at[image["id"]] = index
         width, height = image.get("width"), image.get("height")
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             report.add(f"{where}.width/height", f"need positive integers, got {width}, {height}")
+            sizes[image["id"]] = None  # known, but its boxes cannot be checked
             continue
         sizes[image["id"]] = (height, width)
         name = image.get("file_name")
@@ -139,7 +159,31 @@ def _check_images(report: CocoReport, images: list, images_dir) -> dict[int, tup
             report.add(f"{where}.file_name", "missing")
         elif folder is not None and not (folder / name).is_file():
             report.add(f"{where}.file_name", f"image file {folder / name} not found")
+        elif folder is not None and image_sizes:
+            _check_image_size(report, where, folder / name, width, height)
     return sizes
+
+
+def _check_image_size(report: CocoReport, where: str, path: Path, width: int, height: int):
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as opened:
+            stored = opened.size
+            turned = ImageOps.exif_transpose(opened).size if opened.getexif() else stored
+    except Exception as error:  # noqa: BLE001 - any decoder failure: unreadable
+        report.add(f"{where}.file_name", f"{path}: cannot read image ({error})")
+        return
+    if turned == (width, height):
+        return
+    if stored == (width, height):
+        report.warn(f"{where}.width/height", f"{path} is {stored[0]} x {stored[1]} as stored "
+                    f"but {turned[0]} x {turned[1]} upright (EXIF orientation): the file gives "
+                    "the stored size, so its boxes were drawn on the unturned pixels and are "
+                    "used with them")  # fmt: skip
+    else:
+        report.add(f"{where}.width/height", f"the file says {width} x {height} but {path} is "
+                   f"{turned[0]} x {turned[1]}")  # fmt: skip
 
 
 def _check_annotations(
@@ -148,19 +192,25 @@ def _check_annotations(
     per_image: Counter = Counter({image_id: 0 for image_id in images})
     per_category: Counter = Counter()
     seen: set = set()
+    # Problems that follow from one cause: field -> value -> [names of the annotations]
+    follow_ons: dict[str, dict] = {"image_id": {}, "category_id": {}, "duplicate": {}}
     for index, annotation in enumerate(annotations):
-        where = f"annotations[{index}]"
+        where = _annotation_name(index, annotation)
         if not isinstance(annotation, dict):
             report.add(where, "not an object")
             continue
         _duplicate(report, seen, annotation.get("id"), f"{where}.id")
         image_id, category_id = annotation.get("image_id"), annotation.get("category_id")
         if image_id not in images:
-            report.add(f"{where}.image_id", f"unknown image id {image_id}")
+            follow_ons["image_id"].setdefault(_key(image_id), []).append(where)
             continue
         if category_id not in categories:
-            report.add(f"{where}.category_id", f"unknown category id {category_id}")
+            follow_ons["category_id"].setdefault(_key(category_id), []).append(where)
             continue
+        if image_id in report.duplicate_image_ids:
+            follow_ons["duplicate"].setdefault(image_id, []).append(where)
+        if images[image_id] is None:
+            continue  # its image's size is reported already
         height, width = images[image_id]
         _check_box(report, f"{where}.bbox", annotation.get("bbox"), height, width)
         _check_segmentation(report, f"{where}.segmentation", annotation, height, width)
@@ -168,8 +218,30 @@ def _check_annotations(
         per_category[categories[category_id]] += 1
         report.annotations += 1
         report.crowd += int(bool(annotation.get("iscrowd", 0)))
+    for image_id, positions in report.duplicate_image_ids.items():
+        refer = follow_ons["duplicate"].get(image_id, [])
+        again = ", ".join(f"images[{p}]" for p in positions[1:])
+        report.add(f"{again}.id", f"duplicate image id {image_id} (first at "
+                   f"images[{positions[0]}]); {len(refer)} annotation(s) refer to it, so which "
+                   "image they belong to is ambiguous")  # fmt: skip
+    for field_name, what in (("image_id", "image"), ("category_id", "category")):
+        for value, names in follow_ons[field_name].items():
+            others = f" (and {len(names) - 1} more annotations with it)" if len(names) > 1 else ""
+            report.add(f"{names[0]}.{field_name}", f"unknown {what} id {value}{others}")
     report.objects_per_category = {name: per_category[name] for name in categories.values()}
     return per_image
+
+
+def _annotation_name(index: int, annotation) -> str:
+    """``annotations[3] (id 9001)``: the position and the id people search their file for."""
+    if isinstance(annotation, dict) and isinstance(annotation.get("id"), (int, str)):
+        return f"annotations[{index}] (id {annotation['id']})"
+    return f"annotations[{index}]"
+
+
+def _key(value):
+    """A dictionary key for any JSON value (lists and dicts are not hashable)."""
+    return value if isinstance(value, (int, float, str, type(None))) else repr(value)
 
 
 def _check_box(report: CocoReport, where: str, box, height: int, width: int) -> None:

@@ -19,6 +19,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from vistra.convert.files import CheckpointMismatchError
 from vistra.convert.safe import UnsafeFileError, load_torch_file
 from vistra.engine.callbacks import (
     AtomicCheckpointIO,
@@ -68,6 +69,11 @@ class VistraCLI(LightningCLI):
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         checkpoint = load_torch_file(ckpt_path)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointMismatchError(
+                f"--ckpt_path {ckpt_path}: not a checkpoint of a vistra run (no training state); "
+                "to start from a file of weights, give it to the model's 'checkpoint' option"
+            )
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
@@ -77,8 +83,20 @@ class VistraCLI(LightningCLI):
             if not class_path.startswith("vistra.tasks."):
                 raise UnsafeFileError(f"{ckpt_path}: the checkpoint names the task {class_path!r}, "
                                       "which is not one of vistra.tasks")  # fmt: skip
+            self._check_same_task(ckpt_path, class_path, subcommand)
             hparams = {"class_path": class_path, "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def _check_same_task(self, ckpt_path: str, class_path: str, subcommand: str) -> None:
+        """A checkpoint of one task given to another task's config: one line naming both."""
+        model = self.config[subcommand].get("model")
+        configured = model.get("class_path") if isinstance(model, Namespace) else None
+        if configured and configured != class_path:
+            raise CheckpointMismatchError(
+                f"--ckpt_path {ckpt_path}: a checkpoint of {class_path.rsplit('.', 1)[-1]}, but "
+                f"the config trains {configured.rsplit('.', 1)[-1]}: use that task's config, or "
+                "give the weights to the model's 'checkpoint' option to start a new run from them"
+            )
 
     # -- classes from the data, resume -------------------------------------------------------
 
@@ -87,9 +105,15 @@ class VistraCLI(LightningCLI):
         datamodule = self._build_datamodule(config)
         self._resolve_ckpt_path(config)
         reuse = [(lambda cls, *args, **kwargs: datamodule, LightningDataModule, True)]
-        self.config_init = self.parser.instantiate(
-            self.config, instantiators=reuse if datamodule is not None else None
-        )
+        try:
+            self.config_init = self.parser.instantiate(
+                self.config, instantiators=reuse if datamodule is not None else None
+            )
+        except (ValueError, TypeError, OSError) as error:
+            cause = own_error(error)
+            if isinstance(cause, (ValueError, FileNotFoundError)) and cause is not error:
+                sys.exit(f"vistra: {cause}")  # the model's own message, e.g. a checkpoint's
+            raise
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
@@ -104,7 +128,7 @@ class VistraCLI(LightningCLI):
             datamodule = parser.instantiate(Namespace(data=config.data),
                                             instantiate_groups=False).data  # fmt: skip
         except (ValueError, FileNotFoundError, OSError) as error:
-            sys.exit(f"vistra: {error}")
+            sys.exit(f"vistra: {own_error(error)}")
         found = data_classes(datamodule)
         if found is not None and config.get("model") is not None:
             try:
@@ -169,3 +193,18 @@ class VistraCLI(LightningCLI):
     def _trainer_setting(config: Namespace, key: str):
         trainer = config.get("trainer")
         return trainer.get(key) if trainer is not None else None
+
+
+def own_error(error: BaseException) -> BaseException:
+    """The error a data module or model raised, out of jsonargparse's wrapping: it re-raises
+    a constructor's error inside a listing of the config's types and values, which would bury
+    the one line that names the file and field."""
+    current = error
+    while current is not None:
+        frame = current.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        if frame is None or "jsonargparse" not in frame.tb_frame.f_code.co_filename:
+            return current
+        current = current.__cause__ or current.__context__
+    return error

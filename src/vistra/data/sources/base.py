@@ -13,7 +13,12 @@ from torch.utils.data import Dataset
 UNLABELLED = -1
 
 
-class ImageLoadError(RuntimeError):
+class DataError(ValueError):
+    """A data file (image, annotation, label or panoptic PNG, list file) that cannot be used as
+    it is; the message names the file and the field. The command prints it as one line."""
+
+
+class ImageLoadError(DataError, RuntimeError):
     """An image file that is missing, unreadable or corrupt; the message names the file."""
 
 

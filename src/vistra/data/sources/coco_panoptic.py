@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from vistra.data.sources.base import ImageLoadError, load_image_as_annotated
+from vistra.data.sources.base import DataError, ImageLoadError, load_image_as_annotated
 from vistra.evaluation.panoptic import Segment
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -53,7 +53,7 @@ def decode_segment_ids(path: Path) -> np.ndarray:
         with Image.open(path) as png:
             rgb = np.asarray(png.convert("RGB"), dtype=np.int64)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: panoptic PNG not found") from None
+        raise DataError(f"{path}: panoptic PNG not found") from None
     except OSError as error:
         raise ImageLoadError(f"{path}: cannot decode panoptic PNG ({error})") from None
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
@@ -112,6 +112,23 @@ class COCOPanopticSource(Dataset):
         self.origin = str(origin)
         if not self.image_ids:
             raise ValueError(f"{origin}: no annotated images")
+        self._check_files_exist()
+
+    def _check_files_exist(self) -> None:
+        """Every image and panoptic PNG on disk before training starts, not at the step that
+        first reads it (one line: how many are missing, the first by its JSON field)."""
+        missing = []
+        for index, image_id in enumerate(self.image_ids):
+            entry = self.entries[image_id]
+            if not (self.png_dir / entry["file_name"]).is_file():
+                missing.append(f"annotations (image id {image_id}).file_name: panoptic PNG "
+                               f"{self.png_dir / entry['file_name']} not found")  # fmt: skip
+            if not self.image_path(index).is_file():
+                missing.append(f"images (id {image_id}).file_name: image "
+                               f"{self.image_path(index)} not found")  # fmt: skip
+        if missing:
+            more = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+            raise DataError(f"{self.origin}: {missing[0]}{more}")
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -130,12 +147,18 @@ class COCOPanopticSource(Dataset):
         ids = decode_segment_ids(png)
         segments = [Segment(int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", 0)))
                     for s in entry["segments_info"]]  # fmt: skip
-        known = {s.id for s in segments} | {0}
-        stray = set(np.unique(ids).tolist()) - known
+        present = set(np.unique(ids).tolist())
+        stray = present - {s.id for s in segments} - {0}
         if stray:
-            raise ValueError(
+            raise DataError(
                 f"{png}: segment id(s) {sorted(stray)[:5]} are not in {self.origin} "
                 f"segments_info of image {entry['image_id']}"
+            )
+        absent = [s.id for s in segments if s.id not in present]
+        if absent:  # an empty mask would teach the model that the object is not there
+            raise DataError(
+                f"{self.origin}: segments_info of image {entry['image_id']} lists segment "
+                f"id(s) {absent[:5]} that {png} does not contain"
             )
         return ids, segments
 
