@@ -9,6 +9,9 @@
    Face's ``Mask2FormerForUniversalSegmentation`` with the same timm ResNet-50 module as
    backbone and the same random weights, 384 x 384, batch 2, float32 and bf16 autocast.
 3. Multi-scale deformable attention forward + backward against the peer's function.
+5. The Swin-T backbone forward (vistra's ``SwinFeatures``, the original windowing) against
+   Hugging Face's ``SwinBackbone`` with the same weights, 512 x 512 (maps that are not window
+   multiples: every stage padded), batch 1, float32 inference; outputs equal to 1e-5.
 4. Components: each of vistra's faster forms (matcher BCE cost, deformable attention, unsorted
    top-k, and the set loss they sit in) against the form the peer uses, at the step's sizes.
 
@@ -17,6 +20,7 @@ the ratio reported is the median of the per-round ratios, with their range: on a
 2-core machine separate medians drifted by up to 2x between runs.
 
 Run: .venv/bin/python benchmarks/mask2former.py [--loss] [--step] [--attention] [--components]
+[--swin]
 (default: all)
 """
 
@@ -211,6 +215,29 @@ for _which in ("vistra", "hf"):
     for _name, _dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         CASES[f"step:{_which}:{_name}"] = lambda w=_which, d=_dtype: make_step(w, d)
     CASES[f"attention:{_which}"] = lambda w=_which: make_attention(w)
+    CASES[f"swin:{_which}"] = lambda w=_which: make_swin(w)
+SWIN_IMAGE = 512
+
+
+def make_swin(which: str):
+    """One Swin-T forward at 512 x 512 (random weights, shared by both sides)."""
+    import transformers
+
+    from vistra.models.mask2former.model import MultiScaleBackbone
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    peer = transformers.SwinBackbone(transformers.SwinConfig(out_features=stages)).eval()
+    images = torch.randn(1, 3, SWIN_IMAGE, SWIN_IMAGE, generator=torch.Generator().manual_seed(0))
+    if which == "hf":
+        return torch.no_grad()(lambda: peer(images))
+    ours = MultiScaleBackbone("swin_tiny_patch4_window7_224", False, (), None).eval()
+    prefix = "model.pixel_level_module.encoder."
+    state = mask2former_state_dict_from_hf({prefix + k: v for k, v in peer.state_dict().items()})
+    ours.load_state_dict({k[len("backbone.") :]: v for k, v in state.items()}, strict=True)
+    with torch.no_grad():
+        for mine, theirs in zip(ours(images), peer(images).feature_maps):
+            assert (mine - theirs).norm() <= 1e-5 * theirs.norm(), "outputs differ"
+    return torch.no_grad()(lambda: ours(images))
 
 
 def two_pass_sigmoid_ce(logits, targets):
@@ -327,6 +354,8 @@ def main(parts: set[str]) -> None:
         rows += attention_rows()
     if "components" in parts:
         rows += component_rows()
+    if "swin" in parts:
+        rows += swin_rows()
     print(table(HEADER, rows))
 
 
@@ -363,15 +392,23 @@ def step_rows() -> list[list[str]]:
 
 
 def attention_rows() -> list[list[str]]:
+    return side_by_side_rows("attention", "deformable attention fwd+bwd", repeat=9)
+
+
+def swin_rows() -> list[list[str]]:
+    return side_by_side_rows("swin", f"Swin-T {SWIN_IMAGE}px forward", repeat=8)
+
+
+def side_by_side_rows(case: str, label: str, repeat: int) -> list[list[str]]:
+    """vistra's and the peer's ``case`` in alternating rounds: time, peak memory, ratio."""
     rows = []
-    keys = ["attention:vistra", "attention:hf"]
-    times = interleaved_seconds({key: CASES[key]() for key in keys}, repeat=9)
+    keys = [f"{case}:vistra", f"{case}:hf"]
+    times = interleaved_seconds({key: CASES[key]() for key in keys}, repeat=repeat)
     for key in keys:
-        rows.append([f"deformable attention fwd+bwd, {key.split(':')[1]}",
-                     f"{median(times[key]) * 1e3:.0f} ms", f"{peak_memory_mib(__file__, key):.0f}",
-                     ""])  # fmt: skip
+        rows.append([f"{label}, {key.split(':')[1]}", f"{median(times[key]) * 1e3:.0f} ms",
+                     f"{peak_memory_mib(__file__, key):.0f}", ""])  # fmt: skip
     ratio, spread = round_ratios(times[keys[1]], times[keys[0]])
-    rows.append(["  hf / vistra attention time", ratio, "", spread])
+    rows.append([f"  hf / vistra {case} time", ratio, "", spread])
     return rows
 
 
@@ -383,6 +420,6 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--peak":
         report_peak(CASES[sys.argv[2]])
     else:
-        known = {"loss", "step", "attention", "components"}
+        known = {"loss", "step", "attention", "components", "swin"}
         chosen = {arg.removeprefix("--") for arg in sys.argv[1:]} & known
         main(chosen or known)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from command import shapes_data_args
 
 from vistra.data.shapes import write_shapes
 
@@ -31,18 +32,6 @@ def shapes(tmp_path_factory) -> Path:
     return root
 
 
-def data(root: Path, kind: str) -> list[str]:
-    ann = root / "annotations"
-    args = [f"--data.init_args.train_annotations={ann / f'{kind}_train.json'}",
-            f"--data.init_args.train_images={root / 'images/train'}",
-            f"--data.init_args.val_annotations={ann / f'{kind}_val.json'}",
-            f"--data.init_args.val_images={root / 'images/val'}",
-            "--data.init_args.batch_size=2"]  # fmt: skip
-    if kind == "panoptic":
-        args.append(f"--data.init_args.val_instances={ann / 'instances_val.json'}")
-    return args
-
-
 def table(stdout: str, starts: tuple[str, ...]) -> list[str]:
     lines = [line for line in stdout.splitlines() if line.strip().startswith(starts)]
     assert lines, stdout[-2000:]
@@ -61,7 +50,9 @@ def validated_twice(config: Path, data_args: list[str], fit_devices: list[str], 
 
 def test_detr_trains_under_ddp_and_its_ap_counts_each_image_once(shapes, tmp_path):
     config = CONFIGS / "detr/shapes.yaml"
-    single, double = validated_twice(config, data(shapes, "instances"), TWO_PROCESSES, tmp_path)
+    single, double = validated_twice(
+        config, shapes_data_args(shapes, "instances"), TWO_PROCESSES, tmp_path
+    )
     assert "(3 images)" in single and "(3 images)" in double
     assert table(double, ("Average",)) == table(single, ("Average",))
     # Every query of every image once (10 queries x 3 images), the same in both runs.
@@ -79,6 +70,8 @@ def test_detr_trains_under_ddp_and_its_ap_counts_each_image_once(shapes, tmp_pat
 
 def test_mask2former_pq_miou_and_mask_ap_count_each_image_once(shapes, tmp_path):
     config = CONFIGS / "mask2former/shapes.yaml"
-    single, double = validated_twice(config, data(shapes, "panoptic"), ONE_PROCESS, tmp_path)
+    single, double = validated_twice(
+        config, shapes_data_args(shapes, "panoptic"), ONE_PROCESS, tmp_path
+    )
     rows = ("All", "Things", "Stuff", "semantic:", "Average")
     assert table(double, rows) == table(single, rows)

@@ -9,7 +9,6 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vistra.convert import load_detr_weights
 from vistra.data.shapes import write_shapes
 from vistra.evaluation.coco import COCOEvaluator, detections_to_coco
 from vistra.models import DETR, detr_postprocess
@@ -50,30 +49,6 @@ def test_batched_with_padding_gives_the_detections_of_the_image_alone():
     assert torch.equal(batched[0]["labels"], alone[0]["labels"])
     assert torch.allclose(batched[0]["scores"], alone[0]["scores"], atol=2e-3)
     assert torch.allclose(batched[0]["boxes"], alone[0]["boxes"], atol=0.25)
-
-
-def test_original_checkpoint_names_load(tmp_path):
-    torch.manual_seed(0)
-    model = DETR(4, **SMALL)
-    renames = [
-        ("backbone.", "backbone.0.body."),
-        ("encoder_layers.", "transformer.encoder.layers."),
-        ("decoder_layers.", "transformer.decoder.layers."),
-        ("decoder_norm.", "transformer.decoder.norm."),
-        (".ffn.linear", ".linear"),
-        (".cross_attn.", ".multihead_attn."),
-    ]
-    original = {}
-    for key, value in model.state_dict().items():
-        for ours, theirs in renames:
-            key = key.replace(ours, theirs) if ours in key else key
-        original[key] = value
-    torch.save({"model": original}, tmp_path / "detr-original.pth")
-    fresh = load_detr_weights(DETR(4, **SMALL), tmp_path / "detr-original.pth")
-    for key, value in model.state_dict().items():
-        assert torch.equal(fresh.state_dict()[key], value), key
-    with pytest.raises(ValueError, match="wrong shape"):
-        load_detr_weights(DETR(7, **SMALL), tmp_path / "detr-original.pth")  # other class count
 
 
 @pytest.fixture(scope="module")

@@ -193,14 +193,6 @@ def test_load_hf_checkpoint_files(tmp_path):
         )
 
 
-def test_load_original_repository_checkpoint(tmp_path):
-    source = tiny()
-    torch.save({"model": source.state_dict(), "epoch": 799}, tmp_path / "mae_pretrain_vit_tiny.pth")
-    loaded = load_mae_weights(tiny(), tmp_path / "mae_pretrain_vit_tiny.pth")
-    for key, value in source.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-
-
 def test_no_weight_decay_on_tokens_norms_and_biases():
     from vistra.tasks.optim import build_optimizer
 

@@ -136,7 +136,7 @@ def test_point_sampled_loss_matches_hugging_face_with_the_same_points():
 
 def _hf_swin_model(seed: int):
     """A small random HF Mask2Former on a Swin backbone."""
-    swin = dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=7)
+    swin = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=7)
     config = transformers.Mask2FormerConfig(
         backbone_config=dict(model_type="swin", **swin,
                              out_features=["stage1", "stage2", "stage3", "stage4"]),
@@ -149,24 +149,50 @@ def _hf_swin_model(seed: int):
     return peer
 
 
+SWIN_SIZES = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))  # a shift in each
+
+
 def _vistra_swin_model() -> Mask2Former:
-    """vistra's Mask2Former of ``_hf_swin_model``'s sizes on timm's Swin."""
+    """vistra's Mask2Former of ``_hf_swin_model``'s sizes, on the Swin a user names (only its
+    widths and depths shrunk)."""
     return Mask2Former(
         5, backbone="swin_tiny_patch4_window7_224", dim=64, mask_dim=64, pixel_decoder_layers=1,
         pixel_ffn_dim=96, decoder_layers=2, ffn_dim=128, heads=8, num_queries=12,
-        backbone_options=dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
-                              window_size=7, dynamic_img_size=True),
+        backbone_options=SWIN_SIZES,
     ).eval()  # fmt: skip
 
 
-def test_hugging_face_swin_checkpoint_loads_and_matches():
+@pytest.mark.parametrize("size", [(224, 224), (448, 448), (512, 512), (256, 320), (1024, 1024)])
+def test_swin_features_equal_hugging_face_swin_at_every_size(size):
+    """Every stage's normalised map equals HF's ``SwinBackbone`` (which pads each stage to
+    window multiples before the cyclic shift and shifts every odd block, as the original
+    D2SwinTransformer) at the sizes people run: window multiples or not, square or not."""
+    from vistra.models.mask2former.model import MultiScaleBackbone
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    config = transformers.SwinConfig(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4],
+                                     window_size=7, out_features=stages)  # fmt: skip
+    peer = transformers.SwinBackbone(config).eval()
+    _randomize(peer, 12)
+    ours = MultiScaleBackbone("swin_tiny_patch4_window7_224", False, (), None, **SWIN_SIZES)
+    prefix = "model.pixel_level_module.encoder."
+    state = mask2former_state_dict_from_hf({prefix + k: v for k, v in peer.state_dict().items()})
+    ours.load_state_dict({k[len("backbone.") :]: v for k, v in state.items()}, strict=True)
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        mine, theirs = ours.eval()(images), peer(images).feature_maps
+    for stage, (a, b) in enumerate(zip(mine, theirs)):
+        assert a.shape == b.shape
+        assert _relative_error(a, b) < 1e-5, f"stage {stage + 1} at {size}"
+
+
+@pytest.mark.parametrize("size", [(512, 512), (256, 320)])
+def test_hugging_face_swin_checkpoint_loads_and_matches(size):
     """A whole HF Mask2Former with a Swin backbone (random weights) converted into vistra's
-    Mask2Former on timm's Swin gives the same logits: the Swin converter is right too."""
+    Mask2Former gives the same logits at sizes whose Swin maps are not window multiples."""
     peer, ours = _hf_swin_model(4), _vistra_swin_model()
     ours.load_state_dict(mask2former_state_dict_from_hf(peer.state_dict()), strict=True)
-    # A size whose Swin maps are window multiples at every stage: where they are not, HF pads
-    # each stage to the window size while timm's dynamic-size Swin does not (see README).
-    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         mine, theirs = ours(images), peer(pixel_values=images)
     assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4
@@ -237,26 +263,6 @@ def _detectron2_name(key: str) -> str:
     raise AssertionError(f"no detectron2 name for {key}")
 
 
-def test_original_repository_checkpoint_names_load(tmp_path):
-    """A checkpoint in the Mask2Former repository's layout (detectron2 ResNet, .pkl of numpy
-    arrays) loads strictly and gives the model it was written from."""
-    import pickle
-
-    from vistra.convert.mask2former import load_mask2former_weights
-
-    source = Mask2Former(5, backbone="resnet18", **SIZES).eval()
-    _randomize(source, 8)
-    original = {_detectron2_name(k): v.numpy() for k, v in source.state_dict().items()
-                if not k.endswith("num_batches_tracked")}  # fmt: skip
-    with open(tmp_path / "model_final.pkl", "wb") as file:
-        pickle.dump({"model": original, "__author__": "test"}, file)
-    loaded = load_mask2former_weights(Mask2Former(5, backbone="resnet18", **SIZES).eval(),
-                                      tmp_path / "model_final.pkl")  # fmt: skip
-    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(images)["pred_masks"], source(images)["pred_masks"])
-
-
 def _swin_repository_names(hf_state: dict) -> dict:
     """A Hugging Face Swin backbone's weights under the Swin repository's (D2SwinTransformer's)
     names, written from that module layout: q/k/v stacked in ``attn.qkv``, patch merging at the
@@ -310,7 +316,7 @@ def test_original_repository_swin_checkpoint_loads_and_matches_hugging_face(tmp_
                  if not k.startswith("backbone.")}  # fmt: skip
     torch.save({"model": original}, tmp_path / "model_final_swin.pth")
     loaded = load_mask2former_weights(_vistra_swin_model(), tmp_path / "model_final_swin.pth")
-    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(11))
+    images = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         mine, theirs = loaded(images), peer(pixel_values=images)
     assert _relative_error(mine["pred_logits"], theirs.class_queries_logits) < 1e-4

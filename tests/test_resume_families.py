@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from command import shapes_data_args
 
 from vistra.data.shapes import write_shapes
 
@@ -35,18 +36,6 @@ def shapes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume") / "shapes"
     write_shapes(root, 8, 2, 64, seed=3)
     return root
-
-
-def shapes_data(root: Path, kind: str) -> list[str]:
-    ann = root / "annotations"
-    args = [f"--data.init_args.train_annotations={ann / f'{kind}_train.json'}",
-            f"--data.init_args.train_images={root / 'images/train'}",
-            f"--data.init_args.val_annotations={ann / f'{kind}_val.json'}",
-            f"--data.init_args.val_images={root / 'images/val'}",
-            "--data.init_args.batch_size=2"]  # fmt: skip
-    if kind == "panoptic":
-        args.append(f"--data.init_args.val_instances={ann / 'instances_val.json'}")
-    return args
 
 
 def weights(path: Path) -> dict:
@@ -72,14 +61,14 @@ def assert_resume_equals_straight(args: list[str], resume_step: int, folder: Pat
 
 def test_detr_with_dropout_resumes_mid_epoch_exactly(shapes, tmp_path):
     # 8 images in batches of 2: 4 steps an epoch; step 6 is the middle of the second epoch.
-    args = ["--config", CONFIGS / "detr/shapes.yaml", *shapes_data(shapes, "instances"),
+    args = ["--config", CONFIGS / "detr/shapes.yaml", *shapes_data_args(shapes, "instances"),
             "--trainer.max_epochs=3", "--checkpoint.every_n_train_steps=3",
             "--model.init_args.network.init_args.dropout=0.1"]  # fmt: skip
     assert_resume_equals_straight(args, 6, tmp_path)
 
 
 def test_mask2former_point_sampling_resumes_mid_epoch_exactly(shapes, tmp_path):
-    args = ["--config", CONFIGS / "mask2former/shapes.yaml", *shapes_data(shapes, "panoptic"),
+    args = ["--config", CONFIGS / "mask2former/shapes.yaml", *shapes_data_args(shapes, "panoptic"),
             "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=3",
             "--data.init_args.size=64", "--model.init_args.num_points=64"]  # fmt: skip
     assert_resume_equals_straight(args, 3, tmp_path)
@@ -95,7 +84,7 @@ def test_mae_random_masks_resume_mid_epoch_exactly(tmp_path):
 
 def test_detr_resumes_mid_epoch_under_ddp(shapes, tmp_path):
     # Two ranks of 4 images in batches of 2: 2 steps an epoch; step 3 is mid-epoch.
-    args = ["--config", CONFIGS / "detr/shapes.yaml", *shapes_data(shapes, "instances"),
+    args = ["--config", CONFIGS / "detr/shapes.yaml", *shapes_data_args(shapes, "instances"),
             *TWO_PROCESSES, "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=3",
             "--model.init_args.network.init_args.dropout=0.1"]  # fmt: skip
     assert_resume_equals_straight(args, 3, tmp_path)

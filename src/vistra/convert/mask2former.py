@@ -11,16 +11,17 @@ layouts; the three per-layer module lists (cross-attention, self-attention, FFN)
 per layer; detectron2's ResNet (``stem``, ``resN.M.convK`` + ``norm``, ``shortcut``) becomes
 timm's ResNet, and its ``D2SwinTransformer`` (``backbone.layers.N.blocks.M.attn.qkv``, patch
 merging ``layers.N.downsample`` at the end of a stage, output norms ``backbone.normN``) becomes
-timm's Swin, built as for the Hugging Face Swin checkpoints below.
+vistra's Swin (``vistra.models.swin``, timm's parameter names), as the Hugging Face Swin
+checkpoints below.
 
 Hugging Face ResNet backbones (``ResNetBackbone``: embedder / stages / layers) become timm's
 ResNet of the same depth (conv1 / bn1 / layerN.M.convK, bnK, downsample).
 Hugging Face Swin backbones (``SwinBackbone`` inside the checkpoint, transformers 4 or 5 names)
-become timm's Swin (q/k/v stacked into ``qkv``; patch merging moved from the end of a stage to the
-start of the next, as timm holds it; the per-stage output norms become ``backbone.out_norms``);
-build the vistra model with the same timm Swin (e.g. ``swin_tiny_patch4_window7_224`` for
-``facebook/mask2former-swin-tiny-*``) and ``backbone_options={"dynamic_img_size": True,
-"always_partition": True}``. Other backbones load under timm's own names (``backbone.body.*``).
+become vistra's Swin under timm's names (q/k/v stacked into ``qkv``; patch merging moved from
+the end of a stage to the start of the next, as timm holds it; the per-stage output norms become
+``backbone.out_norms``); build the vistra model with the timm name of the same Swin (e.g.
+``swin_tiny_patch4_window7_224`` for ``facebook/mask2former-swin-tiny-*``, ``swin_base_patch4_
+window12_384`` for Swin-B 384). Other backbones load under timm's own names (``backbone.body.*``).
 """
 
 from __future__ import annotations

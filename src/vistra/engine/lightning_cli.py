@@ -158,8 +158,8 @@ class VistraCLI(LightningCLI):
             run = run_of_checkpoint(ckpt_path)
         if self.subcommand == "fit":
             self.continued_run = run
-            where = f" in {run.path}" if run is not None else ""
-            print(f"vistra: resuming from {config.ckpt_path}{where}", file=sys.stderr)
+            where = f" in {shown(run.path)}" if run is not None else ""
+            print(f"vistra: resuming from {shown(config.ckpt_path)}{where}", file=sys.stderr)
 
     # -- trainer ------------------------------------------------------------------------------
 
@@ -193,6 +193,12 @@ class VistraCLI(LightningCLI):
     def _trainer_setting(config: Namespace, key: str):
         trainer = config.get("trainer")
         return trainer.get(key) if trainer is not None else None
+
+
+def shown(path) -> str:
+    """A path as the user would type it: relative when it is under the working folder."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def own_error(error: BaseException) -> BaseException:

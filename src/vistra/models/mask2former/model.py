@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from vistra.models.backbones import create_feature_backbone
 from vistra.models.mask2former.pixel_decoder import PixelDecoder
 from vistra.models.mask2former.transformer_decoder import MaskedAttentionDecoder
+from vistra.models.swin import SwinFeatures
 
 STRIDES = (4, 8, 16, 32)
 
@@ -25,6 +26,8 @@ class MultiScaleBackbone(nn.Module):
             checkpoint=checkpoint,
             **timm_options,
         )
+        if name.startswith("swin"):  # the original windowing at every input size
+            self.body = SwinFeatures.like(self.body)
         reductions = self.body.feature_info.reduction()
         missing = [s for s in STRIDES if s not in reductions]
         if missing:
@@ -56,8 +59,9 @@ class Mask2Former(nn.Module):
         backbone_checkpoint: local file of ImageNet weights (optional; nothing is downloaded).
         frozen_batchnorm: fixed BatchNorm in the backbone (use with pre-trained weights).
         train_stem: also train the stem and first stage.
-        backbone_options: passed to timm; Swin wants ``{"dynamic_img_size": true,
-            "always_partition": true}`` for any input size with the original windowing.
+        backbone_options: passed to timm (e.g. a Swin's ``embed_dim``, ``depths``,
+            ``num_heads``, ``window_size``, ``drop_path_rate``). A Swin runs as
+            ``vistra.models.swin.SwinFeatures``: the original windowing at any input size.
         dim, mask_dim: transformer width and mask-feature channels (256, 256).
         pixel_decoder_layers, pixel_ffn_dim: deformable encoder (6, 1024).
         decoder_layers, ffn_dim, heads, num_queries, dropout: masked-attention decoder.
