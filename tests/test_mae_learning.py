@@ -1,7 +1,7 @@
 """MAE learns on built-in data: the reconstruction loss falls, and a linear probe on its frozen
 features beats the same probe on a random encoder of the same architecture."""
 
-from vistra.demo import pretrain_and_probe
+from vistra.demos.probe import pretrain_and_probe
 
 # ViT-Tiny width with 4 blocks instead of 12 (the demo's 12 take twice as long), 55 epochs of
 # 11 steps of 128 digits: about 3 minutes on 2 CPU cores.

@@ -1,7 +1,7 @@
 """Learning: the SupCon demo on digits (stage 1 + linear probe, about 3 minutes on 2 CPU cores)
 reaches >= 95% held-out top-1 and clearly beats the same probe on a random encoder."""
 
-from vistra.demo import run_demo
+from vistra.demos import run_demo
 
 
 def test_supcon_digits_demo_learns(tmp_path):

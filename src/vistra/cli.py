@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-DEMOS = ("mask2former", "supcon", "detr", "mae")  # the first is the default
+from vistra.demos import NAMES as DEMOS  # the first is the default
 
 OVERVIEW = """\
 usage: vistra COMMAND [options]
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         if wants_help(words):
             print(DEMO_HELP, end="")
             return
-        from vistra.demo import run_demo
+        from vistra.demos import run_demo
 
         named = len(words) > 1 and not words[1].startswith("-")
         name, overrides = (words[1], words[2:]) if named else (DEMOS[0], words[1:])

@@ -359,7 +359,7 @@ class MaskedAutoencoder(nn.Module):
         The loss reads predictions at removed patches only, so the decoder's last block (see
         ``block_rows``), its norm and the pixel head run on those rows only. With the
         visible-only patch projection of ``forward_encoder``: the same value and gradients as
-        Hugging Face's step with 2.1% fewer FLOPs at ViT-B/16, 75% masking (benchmarks/README.md).
+        Hugging Face's step with fewer FLOPs (counted in benchmarks/mae.py).
         """
         latent, _, ids_restore = self.forward_encoder(images, self.mask_ratio, noise)
         removed = ids_restore.argsort(dim=1)[:, latent.shape[1] - 1 :]  # [B, R] patch indices

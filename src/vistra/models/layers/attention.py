@@ -8,8 +8,7 @@ from timm.layers.attention import Attention
 from torch import Tensor
 
 # Up to this many keys the explicit form below beats PyTorch's fused CPU kernel in bfloat16,
-# forward + backward, batch 8: 3.8x at 50 keys, 1.9-2.8x at 100-150, 1.2x at 197, 0.7x at 257
-# (`benchmarks/mae.py --attention`); at 197 keys and batch 32 it is behind (one-off run).
+# forward + backward; above it the fused kernel wins (`benchmarks/mae.py --attention`).
 EXPLICIT_CPU_BF16_MAX_KEYS = 160
 
 

@@ -41,7 +41,7 @@ def uncertain_points(
     candidates = torch.rand(count, sampled, 2, device=logits.device, generator=generator)
     uncertainty = -point_sample(logits.float(), candidates).abs()[:, 0]  # [N, sampled]
     keep = int(importance * num_points)
-    chosen = uncertainty.topk(keep, dim=1, sorted=False).indices  # order irrelevant; 2.3x faster
+    chosen = uncertainty.topk(keep, dim=1, sorted=False).indices  # order irrelevant: no sort
     picked = candidates.gather(1, chosen[..., None].expand(-1, -1, 2))
     extra = torch.rand(count, num_points - keep, 2, device=logits.device, generator=generator)
     return torch.cat([picked, extra], dim=1)

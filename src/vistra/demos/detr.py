@@ -11,7 +11,7 @@ import torch
 from vistra.data.shapes import write_shapes
 from vistra.engine.lightning_cli import VistraCLI
 
-CONFIGS = Path(__file__).resolve().parent / "configs" / "detr"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detr"
 SHAPES = dict(train=2000, val=200, size=64, seed=0, max_objects=3)
 
 

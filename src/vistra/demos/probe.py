@@ -1,4 +1,4 @@
-"""``vistra demo NAME``: built-in end-to-end runs on data that ships with the dependencies.
+"""The SupCon and MAE demos: pre-training on the digits that ship with scikit-learn, then probes.
 
 Each demo pre-trains on the digits, trains a linear probe on cached features of the frozen
 encoder and the same probe on a random encoder of the same architecture, prints the numbers
@@ -18,28 +18,13 @@ from vistra.checkpoint import build_network, load_network, network_spec
 from vistra.engine.lightning_cli import VistraCLI
 from vistra.evaluation.linear_probe import fit_linear_probe, top_k_accuracy
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_CONFIGS = {
     "supcon": ("supcon/resnet18_digits.yaml", "SupCon"),
     "mae": ("mae/vit_tiny_digits.yaml", "MAE"),
 }
 # The probe trains on cached features (the encoder is frozen), so 100 epochs take seconds.
 PROBE_RECIPE = dict(epochs=100, batch_size=256, lr=0.1, feature_norm=True)
-
-
-def run_demo(name: str, *extra_args: str, out_dir: str | Path = "vistra_runs") -> dict:
-    if name == "detr":
-        from vistra.demo_detr import run_detr_demo
-
-        return run_detr_demo(Path(out_dir) / "demo_detr", *extra_args)
-    if name == "mask2former":
-        from vistra.demo_mask2former import run_mask2former_demo
-
-        return run_mask2former_demo(Path(out_dir) / "demo_mask2former", *extra_args)
-    if name not in DEMO_CONFIGS:
-        known = ", ".join(["mask2former", "detr", *DEMO_CONFIGS])
-        raise ValueError(f"unknown demo {name!r}; choose from {known}")
-    return pretrain_and_probe(name, Path(out_dir) / f"demo_{name}", *extra_args)
 
 
 def _fit(config: Path, root: Path, *args: str) -> VistraCLI:

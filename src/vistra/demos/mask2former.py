@@ -10,7 +10,7 @@ import torch
 from vistra.data.shapes import write_shapes
 from vistra.engine.lightning_cli import VistraCLI
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "mask2former" / "shapes.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mask2former" / "shapes.yaml"
 SHAPES = dict(train=2000, val=200, size=96, seed=0, max_objects=3)
 
 
