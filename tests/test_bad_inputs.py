@@ -257,7 +257,7 @@ def first_image_name(root) -> str:
 
 
 def semantic(root, labels_edit=None):
-    from vistra.data.sources.coco_panoptic import SemanticSource
+    from vistra.data.sources.semantic import SemanticSource
 
     label_dir = root / "annotations/semantic_train"
     if labels_edit is not None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vistra.cli import VistraCLI
+from vistra.data.box_maps import IGNORE_INDEX, box_class_maps
 from vistra.data.shapes import write_shapes
-from vistra.losses.box_map import IGNORE_INDEX, box_class_maps
 from vistra.models import DETR
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detr" / "shapes_backbone.yaml"

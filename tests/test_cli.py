@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "supcon"
 TINY = [
@@ -78,3 +80,28 @@ def test_help_does_not_import_lightning():
     code += "print('lightning' in sys.modules, 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip().splitlines()[-1] == "False False", result.stderr[-2000:]
+
+
+def test_inference_from_a_checkpoint_does_not_import_lightning(tmp_path):
+    """``vistra predict --ckpt`` runs without the training stack: reading images, building the
+    network from the checkpoint, predicting and writing results import no Lightning."""
+    from vistra.checkpoint import NETWORK_KEY, PREPROCESS_KEY, network_spec
+    from vistra.models import DETR
+
+    network = DETR(2, backbone="resnet18", hidden_dim=32, num_encoder_layers=1,
+                   num_decoder_layers=1, ffn_dim=64, num_queries=3)  # fmt: skip
+    torch.save({NETWORK_KEY: network_spec(network),
+                PREPROCESS_KEY: {"resize": "shorter_side", "size": 64, "max_size": 96},
+                "state_dict": {f"network.{k}": v for k, v in network.state_dict().items()}},
+               tmp_path / "detr.ckpt")  # fmt: skip
+    Image.new("RGB", (80, 60), (30, 90, 160)).save(tmp_path / "photo.png")
+    code = ("import sys; from vistra.cli import main\n"
+            "try:\n"
+            f"    main(['predict', '--ckpt', r'{tmp_path / 'detr.ckpt'}', '--input',"
+            f" r'{tmp_path / 'photo.png'}', '--output', r'{tmp_path / 'out'}'])\n"
+            "except SystemExit as done:\n"
+            "    assert not done.code, done.code\n"
+            "print('lightning' in sys.modules)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip().splitlines()[-1] == "False", result.stderr[-2000:]
+    assert (tmp_path / "out/detections.json").is_file()

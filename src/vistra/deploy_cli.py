@@ -253,7 +253,7 @@ class SegmentationWriter:
     def add(self, path, stem, image, result) -> None:
         from PIL import Image
 
-        from vistra.tasks.segmentation import masks_to_coco
+        from vistra.evaluation.coco import masks_to_coco
         from vistra.visualize import segmentation_overlay, write_panoptic_png
 
         image_id = len(self.images) + 1

@@ -15,7 +15,8 @@ from torchvision.transforms import v2
 
 from vistra.data.detection import PaddedBatchLoaders, _normalize
 from vistra.data.sources.coco import COCODetectionSource
-from vistra.data.sources.coco_panoptic import COCOPanopticSource, SemanticSource
+from vistra.data.sources.coco_panoptic import COCOPanopticSource
+from vistra.data.sources.semantic import SemanticSource
 
 
 class DropEmptyMasks(v2.Transform):

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 from torch import Tensor
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -117,3 +118,21 @@ def _empty_results(ground_truth):
 def tensor_image_ids(targets: list[dict]) -> list[int]:
     return [int(t["image_id"].item() if isinstance(t["image_id"], Tensor) else t["image_id"])
             for t in targets]  # fmt: skip
+
+
+def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> list[dict]:
+    """Instances ``{"masks" [K, H, W] bool, "scores", "labels"}`` -> COCO "segm" results (RLE)
+    with the box of each mask, so the same list scores mask AP and box AP."""
+    from pycocotools import mask as mask_utils
+
+    results = []
+    masks = np.asfortranarray(instances["masks"].cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
+    encoded = mask_utils.encode(masks) if len(instances["scores"]) else []
+    boxes = mask_utils.toBbox(encoded) if len(encoded) else []
+    for rle, box, score, label in zip(encoded, boxes, instances["scores"].tolist(),
+                                      instances["labels"].tolist()):  # fmt: skip
+        rle["counts"] = rle["counts"].decode("ascii")
+        results.append({"image_id": int(image_id), "category_id": int(category_ids[label]),
+                        "segmentation": rle, "bbox": [round(float(v), 2) for v in box],
+                        "score": round(float(score), 5)})  # fmt: skip
+    return results

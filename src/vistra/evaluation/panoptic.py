@@ -137,3 +137,15 @@ class PanopticQuality:
 def _areas(segment_map: np.ndarray) -> dict[int, int]:
     ids, areas = np.unique(segment_map, return_counts=True)
     return {int(i): int(a) for i, a in zip(ids, areas)}
+
+
+def merge_counts(per_rank: list[dict[int, CategoryCounts]]) -> dict[int, CategoryCounts]:
+    """PQ counts of several processes (each rank's ``PanopticQuality.counts``) added up per
+    category: PQ over the union of their images."""
+    merged: dict[int, CategoryCounts] = {}
+    for counts in per_rank:
+        for category, c in counts.items():
+            total = merged.setdefault(category, CategoryCounts())
+            total.iou, total.tp = total.iou + c.iou, total.tp + c.tp
+            total.fp, total.fn = total.fp + c.fp, total.fn + c.fn
+    return merged

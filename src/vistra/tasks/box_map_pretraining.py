@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vistra.losses.box_map import IGNORE_INDEX, box_class_maps
+from vistra.data.box_maps import IGNORE_INDEX, box_class_maps
 from vistra.models.backbones import create_feature_backbone
 from vistra.tasks.class_count import NOT_SET, ClassCountCheck
 from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps

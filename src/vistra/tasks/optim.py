@@ -115,6 +115,19 @@ def cosine_with_warmup(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def poly_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, power: float = 0.9
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, times (1 - step / total) ** power (detectron2's
+    "WarmupPolyLR", which Mask2Former trains with)."""
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+        return warm * max(1 - step / max(total_steps, 1), 0.0) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def training_steps(trainer) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) of ``trainer.fit``.
 

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from vistra.checkpoint import CATEGORIES_KEY, describe_for_inference
-from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator, tensor_image_ids
-from vistra.evaluation.panoptic import CategoryCounts, PanopticQuality, Segment
+from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator, masks_to_coco, tensor_image_ids
+from vistra.evaluation.panoptic import PanopticQuality, Segment, merge_counts
 from vistra.evaluation.semantic import CONVENTIONS as MIOU_CONVENTIONS
 from vistra.evaluation.semantic import MeanIoU
 from vistra.losses import MaskHungarianMatcher, MaskSetCriterion
@@ -24,26 +24,8 @@ from vistra.models.mask2former.postprocess import (
     semantic_inference,
 )
 from vistra.tasks.class_count import ClassCountCheck
-from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
+from vistra.tasks.optim import adamw, cosine_with_warmup, poly_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
-
-
-def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> list[dict]:
-    """Instances ``{"masks" [K, H, W] bool, "scores", "labels"}`` -> COCO "segm" results (RLE)
-    with the box of each mask, so the same list scores mask AP and box AP."""
-    from pycocotools import mask as mask_utils
-
-    results = []
-    masks = np.asfortranarray(instances["masks"].cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
-    encoded = mask_utils.encode(masks) if len(instances["scores"]) else []
-    boxes = mask_utils.toBbox(encoded) if len(encoded) else []
-    for rle, box, score, label in zip(encoded, boxes, instances["scores"].tolist(),
-                                      instances["labels"].tolist()):  # fmt: skip
-        rle["counts"] = rle["counts"].decode("ascii")
-        results.append({"image_id": int(image_id), "category_id": int(category_ids[label]),
-                        "segmentation": rle, "bbox": [round(float(v), 2) for v in box],
-                        "score": round(float(score), 5)})  # fmt: skip
-    return results
 
 
 class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
@@ -256,13 +238,7 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         counts = self.pq.counts if self.pq is not None else {}
         torch.distributed.all_gather_object(gathered, (counts, self.coco_results, self.coco_images))
         if self.pq is not None:
-            merged: dict[int, CategoryCounts] = {}
-            for rank_counts, _, _ in gathered:
-                for category, c in rank_counts.items():
-                    total = merged.setdefault(category, CategoryCounts())
-                    total.iou, total.tp = total.iou + c.iou, total.tp + c.tp
-                    total.fp, total.fn = total.fp + c.fp, total.fn + c.fn
-            self.pq.counts = merged
+            self.pq.counts = merge_counts([rank_counts for rank_counts, _, _ in gathered])
         self.coco_results = [r for g in gathered for r in g[1]]
         self.coco_images = [i for g in gathered for i in g[2]]
 
@@ -341,12 +317,7 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         if hp.schedule == "cosine":
             schedule = cosine_with_warmup(optimizer, hp.warmup_steps, total_steps)
         else:
-
-            def factor(step: int) -> float:
-                warm = min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps else 1.0
-                return warm * max(1 - step / max(total_steps, 1), 0.0) ** 0.9
-
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            schedule = poly_with_warmup(optimizer, hp.warmup_steps, total_steps)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
 

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vistra.models.detr import Attention, FeedForward
-from vistra.models.layers import MLP, sine_position_encoding
+from vistra.models.layers import MLP, Attention, FeedForward, sine_position_encoding
 
 
 class MaskedAttentionLayer(nn.Module):
