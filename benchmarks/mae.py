@@ -44,6 +44,7 @@ from common import (  # noqa: E402
 )
 
 from vistra.convert import mae_state_dict_from_hf  # noqa: E402
+from vistra.losses.mae import mae_loss  # noqa: E402
 from vistra.models.layers.attention import (  # noqa: E402
     float32_attention,
     scaled_dot_product_attention,
@@ -120,7 +121,8 @@ def encode_all_loss(model: MaskedAutoencoder, images, noise):
     hidden = model.decoder_embed(model.norm(hidden)) + model.decoder_pos_embed
     for block in model.decoder_blocks[:-1]:
         hidden = block(hidden)
-    return model.loss_at_removed(hidden, removed, images)
+    predictions = model.decode_removed(hidden, removed)
+    return mae_loss(predictions, images, removed, model.patch_size, model.norm_pix_loss)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}

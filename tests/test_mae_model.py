@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from vistra.convert import load_mae_weights, mae_state_dict_from_hf
+from vistra.losses.mae import removed_patches
 from vistra.models.mae import (
     PRESETS,
     MaskedAutoencoder,
     block_rows,
-    mae_loss,
     patchify,
     random_masking,
     unpatchify,
@@ -69,8 +69,10 @@ def test_loss_counts_removed_patches_only():
     target = patchify(images, 8)
     # Predicting the visible patches perfectly wrong changes nothing; removed ones do.
     spoiled_visible = torch.where(mask.bool()[..., None], target, target + 100.0)
-    perfect_removed = mae_loss(spoiled_visible, images, mask, 8, norm_pix_loss=False)
+    perfect_removed = model.loss(images, {"pred": spoiled_visible, "mask": mask})
     assert perfect_removed.item() == 0.0
+    removed = removed_patches(mask)
+    assert removed.shape == (2, 12) and bool(mask.gather(1, removed).all())
     per_patch = ((outputs["pred"] - target) ** 2).mean(-1)
     expected = per_patch[mask.bool()].mean()
     torch.testing.assert_close(model.loss(images, outputs), expected)

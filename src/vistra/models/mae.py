@@ -2,8 +2,8 @@
 
 A ViT encoder that sees only the visible patches, and a lightweight decoder that gets the
 encoded visible tokens plus one shared learnable mask token per removed patch, puts them back
-in image order and predicts every patch's pixels. The loss (``mae_loss``) is the mean squared
-error on the removed patches only, against per-patch normalised pixels by default.
+in image order and predicts every patch's pixels. The loss (``vistra.losses.mae``) is the mean
+squared error on the removed patches only, against per-patch normalised pixels by default.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from vistra.losses.mae import mae_loss, removed_patches
 from vistra.models.layers.attention import ViTAttention
+from vistra.models.layers.patches import patchify, unpatchify
 
 # (width, depth, heads) of the ViT sizes used in the paper and in timm.
 PRESETS = {
@@ -82,55 +84,6 @@ def random_masking(
     mask[:, :keep] = 0
     mask = mask.gather(1, ids_restore)
     return visible, mask, ids_restore
-
-
-def patchify(images: Tensor, patch_size: int) -> Tensor:
-    """[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C], patches in row-major order, pixels (row, col, c)."""
-    batch, channels, height, width = images.shape
-    rows, cols = height // patch_size, width // patch_size
-    patches = images.reshape(batch, channels, rows, patch_size, cols, patch_size)
-    return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, rows * cols, -1)
-
-
-def unpatchify(patches: Tensor, patch_size: int, grid: tuple[int, int]) -> Tensor:
-    """Inverse of ``patchify``: [B, L, p*p*C] -> [B, C, H, W]."""
-    batch = patches.shape[0]
-    rows, cols = grid
-    channels = patches.shape[-1] // patch_size**2
-    images = patches.reshape(batch, rows, cols, patch_size, patch_size, channels)
-    return images.permute(0, 5, 1, 3, 2, 4).reshape(
-        batch, channels, rows * patch_size, cols * patch_size
-    )
-
-
-def pixel_targets(images: Tensor, patch_size: int, norm_pix_loss: bool) -> Tensor:
-    """images [B, C, H, W] -> the reconstruction target [B, L, p*p*C]: the patches, each by its
-    own mean and variance (unbiased, + 1e-6) with ``norm_pix_loss`` (the paper's choice)."""
-    target = patchify(images, patch_size)
-    if not norm_pix_loss:
-        return target
-    mean = target.mean(dim=-1, keepdim=True)
-    variance = target.var(dim=-1, keepdim=True)
-    return (target - mean) / (variance + 1e-6) ** 0.5
-
-
-def mae_loss(predictions: Tensor, images: Tensor, mask: Tensor, patch_size: int,
-             norm_pix_loss: bool = True) -> Tensor:  # fmt: skip
-    """Mean squared error on removed patches only.
-
-    Args:
-        predictions: [B, L, p*p*C] decoder output.
-        images: [B, C, H, W] the input the patches come from.
-        mask: [B, L], 1 = removed.
-        norm_pix_loss: the target is each patch normalised by its own mean and variance
-            (``pixel_targets``), which the paper finds gives better representations.
-
-    Returns:
-        scalar: sum over removed patches of the per-patch mean squared error / removed count.
-    """
-    target = pixel_targets(images, patch_size, norm_pix_loss)
-    per_patch = ((predictions - target) ** 2).mean(dim=-1)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1)
 
 
 def block_rows(block: Block, hidden: Tensor, rows: Tensor) -> Tensor:
@@ -349,9 +302,12 @@ class MaskedAutoencoder(nn.Module):
                 "ids_restore": ids_restore}  # fmt: skip
 
     def loss(self, images: Tensor, outputs: dict[str, Tensor]) -> Tensor:
-        return mae_loss(
-            outputs["pred"], images, outputs["mask"], self.patch_size, self.norm_pix_loss
+        """The MAE loss of ``forward``'s outputs (its predictions at the removed patches)."""
+        removed = removed_patches(outputs["mask"])
+        predictions = outputs["pred"].gather(
+            1, removed[..., None].expand(-1, -1, outputs["pred"].shape[-1])
         )
+        return mae_loss(predictions, images, removed, self.patch_size, self.norm_pix_loss)
 
     def pretraining_loss(self, images: Tensor, noise: Tensor | None = None) -> Tensor:
         """``loss(images, forward(images, noise=noise))``, computing only what the loss reads.
@@ -366,22 +322,21 @@ class MaskedAutoencoder(nn.Module):
         hidden = self.decoder_input(latent, ids_restore)
         for block in self.decoder_blocks[:-1]:
             hidden = block(hidden)
-        return self.loss_at_removed(hidden, removed, images)
+        predictions = self.decode_removed(hidden, removed)
+        return mae_loss(predictions, images, removed, self.patch_size, self.norm_pix_loss)
 
-    def loss_at_removed(self, hidden: Tensor, removed: Tensor, images: Tensor) -> Tensor:
-        """The decoder's last block, norm and pixel head at the removed patches, and the loss.
+    def decode_removed(self, hidden: Tensor, removed: Tensor) -> Tensor:
+        """The decoder's last block, norm and pixel head at the removed patches only.
 
         Args:
             hidden: [B, 1 + L, decoder_width] input of the last decoder block, class token first.
             removed: [B, R] indices (0..L-1) of the removed patches, R the same for every image.
-            images: [B, C, H, W] the pixels to reconstruct.
+
+        Returns:
+            [B, R, p*p*C] pixel predictions.
         """
         hidden = block_rows(self.decoder_blocks[-1], hidden, removed + 1)
-        predictions = self.decoder_pred(self.decoder_norm(hidden))  # [B, R, p*p*C]
-        target = pixel_targets(images, self.patch_size, self.norm_pix_loss)
-        target = target.gather(1, removed[..., None].expand(-1, -1, target.shape[-1]))
-        per_patch = ((predictions - target) ** 2).mean(dim=-1)
-        return per_patch.sum() / max(per_patch.numel(), 1)
+        return self.decoder_pred(self.decoder_norm(hidden))
 
     def forward_features(self, images: Tensor, pool: str = "avg") -> Tensor:
         """Deterministic features of the whole image (no masking): [B, width].
@@ -406,8 +361,6 @@ __all__ = [
     "PRESETS",
     "MaskedAutoencoder",
     "block_rows",
-    "mae_loss",
-    "pixel_targets",
     "patchify",
     "random_masking",
     "sincos_2d_position_embedding",
