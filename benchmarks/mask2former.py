@@ -398,7 +398,36 @@ def attention_rows() -> list[list[str]]:
 
 
 def swin_rows() -> list[list[str]]:
-    return side_by_side_rows("swin", f"Swin-T {SWIN_IMAGE}px forward", repeat=8)
+    return side_by_side_rows("swin", f"Swin-T {SWIN_IMAGE}px forward", repeat=8) + timm_rows()
+
+
+def timm_rows() -> list[list[str]]:
+    """Why vistra has its own Swin: timm's (``dynamic_img_size``, the option the Mask2Former
+    configs used) against HF's, same weights, relative difference of each stage's map."""
+    import timm
+    import transformers
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    peer = transformers.SwinBackbone(transformers.SwinConfig(out_features=stages)).eval()
+    body = timm.create_model("swin_tiny_patch4_window7_224", features_only=True,
+                             dynamic_img_size=True).eval()  # fmt: skip
+    prefix = "model.pixel_level_module.encoder."
+    state = mask2former_state_dict_from_hf({prefix + k: v for k, v in peer.state_dict().items()})
+    norms = {k: v for k, v in state.items() if k.startswith("backbone.out_norms.")}
+    body.load_state_dict({k[len("backbone.body.") :]: v for k, v in state.items()
+                          if k.startswith("backbone.body.")}, strict=False)  # fmt: skip
+    rows = []
+    for size in (224, SWIN_IMAGE):
+        images = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            theirs = peer(images).feature_maps
+            mine = [F.layer_norm(m, m.shape[-1:], norms[f"backbone.out_norms.{i}.weight"],
+                                 norms[f"backbone.out_norms.{i}.bias"]).permute(0, 3, 1, 2)
+                    for i, m in enumerate(body(images))]  # fmt: skip
+        differences = [float((a - b).norm() / b.norm()) for a, b in zip(mine, theirs)]
+        rows.append([f"timm Swin-T vs HF, {size}px, stages 1-4 relative difference",
+                     " / ".join(f"{d:.1e}" for d in differences), "", ""])  # fmt: skip
+    return rows
 
 
 def side_by_side_rows(case: str, label: str, repeat: int) -> list[list[str]]:

@@ -260,8 +260,9 @@ class Predictor:
 
     @torch.no_grad()
     def _run(self, pictures: list[Image.Image]) -> list:
-        sizes = [(p.height, p.width) for p in pictures]  # boxes: in the original's pixels
-        pictures = [within_pixels(p, MAX_MAP_PIXELS) for p in pictures]
+        if self.kind == "segmentation":  # maps are made at the picture's size: bound it
+            pictures = [within_pixels(p, MAX_MAP_PIXELS) for p in pictures]
+        sizes = [(p.height, p.width) for p in pictures]
         tensors = [prepare(p, self.preprocess) for p in pictures]
         if self.kind == "embedding":
             return list(self._features(torch.stack(tensors)).float().cpu())
@@ -280,8 +281,7 @@ class Predictor:
         outputs = {k: v.float().cpu() for k, v in outputs.items() if isinstance(v, Tensor)}
         if self.kind == "detection":
             return self._detections(outputs, sizes)
-        map_sizes = [(p.height, p.width) for p in pictures]
-        return self._segmentations(outputs, tensors, images.shape[-2:], map_sizes)
+        return self._segmentations(outputs, tensors, images.shape[-2:], sizes)
 
     def _detections(self, outputs: dict, sizes: list[tuple[int, int]]) -> list[Detections]:
         from vistra.models.detr import detr_postprocess

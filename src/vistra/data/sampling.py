@@ -27,30 +27,27 @@ class EpochSampler(DistributedSampler):
     ) -> None:
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed)  # fmt: skip
-        self.size = size
         self._skip = 0  # samples to leave out at the start of the next pass (resume)
 
     def resume(self, epoch: int, samples_done: int) -> None:
         self.epoch, self._skip = epoch, samples_done
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        size = len(self.dataset)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
+            order = torch.randperm(size, generator=generator).tolist()
         else:
-            order = list(range(self.size))
-        order += order[: self.total_size - self.size]
+            order = list(range(size))
+        order += order[: self.total_size - size]
         skip, self._skip = self._skip, 0
         for index in order[self.rank :: self.num_replicas][skip:]:
             yield self.epoch, index
 
-    def __len__(self) -> int:
-        return self.num_samples
-
 
 def training_sampler(size: int, seed: int, trainer) -> EpochSampler:
     """The shuffled training sampler for this process's rank (one process: all keys)."""
-    if trainer is None or trainer.world_size <= 1:
+    if trainer is None:
         return EpochSampler(size, shuffle=True, seed=seed)
     return EpochSampler(size, shuffle=True, seed=seed, num_replicas=trainer.world_size,
                         rank=trainer.global_rank)  # fmt: skip

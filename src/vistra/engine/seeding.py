@@ -1,8 +1,8 @@
 """Training randomness that a checkpoint restores exactly: each step's generators are seeded
 from (run seed, epoch, batch, rank).
 
-What a training step draws (dropout, MAE's random masks, Mask2Former's point sampling, DETR's
-dropout) then depends only on where the run is, which the checkpoint records, and not on what
+What a training step draws (dropout, MAE's random masks, Mask2Former's point sampling) then
+depends only on where the run is, which the checkpoint records, and not on what
 else consumed random numbers before it (a data loader's worker seeds, a sanity check, a resume
 that skipped half an epoch). So a run resumed mid-epoch with ``--ckpt_path`` draws exactly
 what the uninterrupted run drew. Data augmentation is seeded per sample already
@@ -28,11 +28,8 @@ class StepSeeding(L.Callback):
     """Reseed torch's CPU generator and the model's accelerator generator before every
     training batch."""
 
-    def __init__(self, seed: int | None = None) -> None:
-        self.seed = seed
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the config's seed_everything
         value = step_seed(seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         torch.default_generator.manual_seed(value)
         device = pl_module.device

@@ -226,6 +226,7 @@ class SwinFeatures(nn.Module):
         stages = [getattr(timm_features, f"layers_{i}") for i in range(4)]
         first = stages[0].blocks[0]
         blocks = [block for stage in stages for block in stage.blocks]
+        # The first stage's map is never smaller than the window, so timm kept the window given.
         window = first.window_size
         window = window[0] if isinstance(window, (tuple, list)) else int(window)
         drop = blocks[-1].drop_path1
@@ -233,7 +234,7 @@ class SwinFeatures(nn.Module):
             width=timm_features.patch_embed.proj.out_channels,
             depths=tuple(len(stage.blocks) for stage in stages),
             heads=tuple(stage.blocks[0].attn.num_heads for stage in stages),
-            window=_trained_window(first, window),
+            window=window,
             patch_size=timm_features.patch_embed.proj.kernel_size[0],
             hidden_ratio=first.mlp.fc1.out_features / first.mlp.fc1.in_features,
             drop_path=float(getattr(drop, "drop_prob", 0.0)),
@@ -253,11 +254,3 @@ class SwinFeatures(nn.Module):
             x = getattr(self, f"layers_{index}")(x)
             maps.append(x)
         return maps
-
-
-def _trained_window(block: nn.Module, window: int) -> int:
-    """The window a timm block's relative-position table was made for (timm shrinks a stage's
-    window to its map when built for a small image; the table keeps the size it was given)."""
-    table = block.attn.relative_position_bias_table.shape[0]
-    side = int(round(table**0.5))
-    return (side + 1) // 2 if side * side == table else window
