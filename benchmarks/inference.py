@@ -1,7 +1,7 @@
 """Inference throughput: PyTorch eager against onnxruntime, per family, on this CPU.
 
-Each model is exported with ``vistra.export.export`` (dynamic batch, checked against PyTorch on
-the same image), then both run the same prepared batch; images/s is batch / median time.
+Each model is exported with ``vistra.inference.export.export`` (dynamic batch, checked against
+PyTorch on the same image), then both run the same prepared batch; images/s is batch / median time.
 
 Run: .venv/bin/python benchmarks/inference.py
 """
@@ -18,21 +18,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import seconds_per_call, table  # noqa: E402
 
+from vistra.data.preprocess import Preprocess, pad_images  # noqa: E402
 from vistra.data.shapes import render_scene  # noqa: E402
-from vistra.export import ExportedForward, export, load_exported  # noqa: E402
+from vistra.inference.export import export, load_exported  # noqa: E402
+from vistra.inference.images import to_pil  # noqa: E402
+from vistra.inference.network import InferenceNetwork  # noqa: E402
+from vistra.inference.predictor import Predictor  # noqa: E402
+from vistra.inference.spec import InferenceSpec  # noqa: E402
 from vistra.models import DETR, Mask2Former, MaskedAutoencoder, SupConModel  # noqa: E402
-from vistra.predictor import Predictor, pad_batch, prepare, to_pil  # noqa: E402
 
 CASES = [
     # name, network factory, kind, preprocess, batch
     ("SupCon ResNet-50 encoder", lambda: SupConModel("resnet50"), "embedding",
-     {"resize": "center_crop", "size": 224}, 8),
+     Preprocess("center_crop", 224), 8),
     ("MAE ViT-B/16 encoder (no masking)", lambda: MaskedAutoencoder("base"), "embedding",
-     {"resize": "center_crop", "size": 224}, 8),
+     Preprocess("center_crop", 224), 8),
     ("DETR-R50", lambda: DETR(91), "detection",
-     {"resize": "shorter_side", "size": 512, "max_size": 512}, 2),
+     Preprocess("shorter_side", 512, 512), 2),
     ("Mask2Former-R50", lambda: Mask2Former(133), "segmentation",
-     {"resize": "shorter_side", "size": 384, "max_size": 384}, 2),
+     Preprocess("shorter_side", 384, 384), 2),
 ]  # fmt: skip
 
 
@@ -43,12 +47,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, factory, kind, preprocess, batch in CASES:
-            predictor = Predictor(factory().eval(), kind, preprocess)
+            predictor = Predictor(factory().eval(), InferenceSpec(kind, preprocess))
             path = Path(folder) / f"{kind}.onnx"
             report = export(predictor, path, image, "onnx", dynamic=True)
-            module = ExportedForward(predictor).eval()
-            tensor = prepare(to_pil(image), predictor.preprocess)
-            images, pixel_mask = pad_batch([tensor] * batch)
+            module = InferenceNetwork(kind, predictor.network).eval()
+            images, pixel_mask = pad_images([preprocess(to_pil(image))] * batch)
             inputs = (images, pixel_mask) if kind == "detection" else (images,)
             run = load_exported(path)
             with torch.no_grad():

@@ -49,6 +49,7 @@ from vistra.models.layers.attention import (  # noqa: E402
     float32_attention,
     scaled_dot_product_attention,
 )
+from vistra.models.layers.patches import patchify  # noqa: E402
 from vistra.models.mae import MaskedAutoencoder  # noqa: E402
 
 IMAGE, PATCH = 224, 16
@@ -107,7 +108,7 @@ def make_step(which: str, size: str, batch: int, dtype: torch.dtype | None):
 def encode_all_loss(model: MaskedAutoencoder, images, noise):
     """The ablation: every patch (mask tokens in place of removed ones) goes through the encoder;
     the decoder is the one of ``pretraining_loss`` (the last block at removed rows only)."""
-    tokens = model.project_patches(model.patch_pixels(images))
+    tokens = model.project_patches(patchify(images, model.patch_size))
     keep = int(tokens.shape[1] * (1 - model.mask_ratio))
     ids_shuffle = noise.argsort(dim=1)
     removed = ids_shuffle[:, keep:]

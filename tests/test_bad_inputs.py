@@ -19,10 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vistra.checkpoint import NETWORK_KEY, PREPROCESS_KEY, network_spec
 from vistra.data.coco_check import check_coco
 from vistra.data.shapes import write_shapes
 from vistra.data.sources.base import DataError, load_image, load_image_as_annotated
+from vistra.inference.checkpoint import NETWORK_KEY, network_spec
+from vistra.inference.spec import PREPROCESS_KEY
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -361,7 +362,7 @@ def segmenter(tmp_path_factory) -> Path:
 
 
 def predict(capsys, *words) -> tuple[int, str]:
-    from vistra.deploy_cli import predict_command
+    from vistra.inference.command import predict_command
 
     code = predict_command([str(word) for word in words])
     captured = capsys.readouterr()
@@ -413,8 +414,8 @@ def test_predict_skips_an_unreadable_image_and_keeps_a_jpg_and_a_png_apart(
     assert sizes == {"a.jpg.png": (40, 30), "a.png.png": (30, 40)}  # neither overwrote the other
 
 
-def test_predict_reduces_a_huge_image_before_anything_else(tmp_path, capsys, segmenter):
-    from vistra.predictor import MAX_MAP_PIXELS
+def test_predict_gives_a_huge_image_reduced_maps(tmp_path, capsys, segmenter):
+    from vistra.inference.images import MAX_MAP_PIXELS
 
     Image.new("RGB", (10_000, 6_000), (90, 120, 200)).save(tmp_path / "huge.png")
     code, err = predict(capsys, "--ckpt", segmenter, "--input", tmp_path / "huge.png",

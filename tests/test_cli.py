@@ -85,7 +85,8 @@ def test_help_does_not_import_lightning():
 def test_inference_from_a_checkpoint_does_not_import_lightning(tmp_path):
     """``vistra predict --ckpt`` runs without the training stack: reading images, building the
     network from the checkpoint, predicting and writing results import no Lightning."""
-    from vistra.checkpoint import NETWORK_KEY, PREPROCESS_KEY, network_spec
+    from vistra.inference.checkpoint import NETWORK_KEY, network_spec
+    from vistra.inference.spec import PREPROCESS_KEY
     from vistra.models import DETR
 
     network = DETR(2, backbone="resnet18", hidden_dim=32, num_encoder_layers=1,

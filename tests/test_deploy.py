@@ -12,11 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vistra.checkpoint import NETWORK_KEY, PREPROCESS_KEY, network_spec
 from vistra.data.shapes import render_scene
-from vistra.export import export
+from vistra.inference.checkpoint import NETWORK_KEY, network_spec
+from vistra.inference.export import export
+from vistra.inference.predictor import Predictor
+from vistra.inference.results import Detections, Segmentation
+from vistra.inference.spec import PREPROCESS_KEY
 from vistra.models import DETR, Mask2Former, MaskedAutoencoder, SupConModel
-from vistra.predictor import Detections, Predictor, Segmentation
 
 pytest.importorskip("onnxruntime")
 
@@ -200,17 +202,16 @@ def test_export_command_writes_and_checks(checkpoints, tmp_path):
     assert "max |difference|" in run.stdout and (tmp_path / "supcon.onnx").is_file()
 
 
-def test_prepare_keeps_the_aspect_ratio_within_the_limits():
-    from vistra.predictor import prepare
+def test_preprocess_keeps_the_aspect_ratio_within_the_limits():
+    from vistra.data.preprocess import Preprocess
 
-    spec = {"resize": "shorter_side", "size": 64, "max_size": 96, "mean": [0.0] * 3,
-            "std": [1.0] * 3}  # fmt: skip
-    assert prepare(Image.new("RGB", (128, 64)), spec).shape == (3, 48, 96)  # longer side capped
-    assert prepare(Image.new("RGB", (80, 40)), spec).shape == (3, 48, 96)
-    square = {**spec, "max_size": 64}  # max_size == size: fit in a 64 x 64 square
-    assert prepare(Image.new("RGB", (100, 60)), square).shape == (3, 38, 64)
-    assert prepare(Image.new("RGB", (50, 50)), {**spec, "resize": "center_crop", "size": 32}
-                   ).shape == (3, 32, 32)  # fmt: skip
+    spec = Preprocess("shorter_side", 64, 96, mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert spec(Image.new("RGB", (128, 64))).shape == (3, 48, 96)  # longer side capped
+    assert spec(Image.new("RGB", (80, 40))).shape == (3, 48, 96)
+    square = Preprocess("shorter_side", 64, 64)  # max_size == size: fit in a 64 x 64 square
+    assert square(Image.new("RGB", (100, 60))).shape == (3, 38, 64)
+    assert Preprocess("center_crop", 32)(Image.new("RGB", (50, 50))).shape == (3, 32, 32)
+    assert Preprocess.from_dict(spec.to_dict()) == spec
 
 
 def test_mae_checkpoint_predicts_embeddings_and_reconstruction_grids(checkpoints, images,
@@ -230,3 +231,21 @@ def test_bf16_autocast_predictor_agrees_with_float32(checkpoints, images):
     assert fast.dtype == torch.float32
     cosine = torch.nn.functional.cosine_similarity(exact, fast)
     assert (cosine > 0.99).all()
+
+
+def test_inference_modules_and_an_onnx_predictor_import_no_lightning(checkpoints, images,
+                                                                     tmp_path):  # fmt: skip
+    image = next(images.glob("*.png"))
+    export(Predictor.from_checkpoint(checkpoints["detection"]), tmp_path / "detr.onnx", image)
+    code = ("import importlib, pkgutil, sys\n"
+            "import vistra.inference as package\n"
+            "for found in pkgutil.iter_modules(package.__path__):\n"
+            "    importlib.import_module(f'vistra.inference.{found.name}')\n"
+            "from vistra.inference import Predictor\n"
+            f"result = Predictor.from_onnx(r'{tmp_path / 'detr.onnx'}')(r'{image}')\n"
+            "assert len(result.scores) == 5, result\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', "
+            "'pytorch_lightning', 'lightning_fabric')))\n")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

@@ -62,7 +62,7 @@ def test_fit_validate_predict_write_coco_results(tmp_path):
                      "--ckpt_path", checkpoint, "--trainer.enable_progress_bar=false",
                      "--trainer.default_root_dir", tmp_path / "pred", cwd=tmp_path)  # fmt: skip
     assert predict.returncode == 0, predict.stderr[-3000:]
-    results = json.loads(next((tmp_path / "pred").rglob("predict.json")).read_text())
+    results = json.loads(next((tmp_path / "pred").rglob("detections.json")).read_text())
     assert {r["image_id"] for r in results} == {1, 2, 3, 4}
     assert {r["category_id"] for r in results} <= {1, 2, 3}
     assert len(list((tmp_path / "pred").rglob("pictures/*.png"))) == 4

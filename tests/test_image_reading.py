@@ -66,14 +66,17 @@ def test_annotated_size_decides_between_turned_and_stored_pixels(tmp_path, uprig
 def test_predictor_sees_an_exif_photo_as_its_upright_copy(tmp_path, upright):
     import torch
 
+    from vistra.data.preprocess import Preprocess
+    from vistra.inference.predictor import Predictor
+    from vistra.inference.spec import InferenceSpec
     from vistra.models import SupConModel
-    from vistra.predictor import Predictor
 
     stored_turned(upright, tmp_path / "camera.png")
     upright.save(tmp_path / "upright.png")
     torch.manual_seed(0)
     network = SupConModel("resnet18", hidden_dim=16, feat_dim=8)
-    predictor = Predictor(network, "embedding", {"resize": "center_crop", "size": 32})
+    spec = InferenceSpec("embedding", Preprocess("center_crop", 32))
+    predictor = Predictor(network, spec)
     features = predictor.embed([str(tmp_path / "camera.png"), str(tmp_path / "upright.png"),
                                 Image.open(tmp_path / "camera.png")])  # fmt: skip
     torch.testing.assert_close(features[0], features[1], rtol=0, atol=0)

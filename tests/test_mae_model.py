@@ -124,7 +124,7 @@ def test_bad_configuration():
 def test_patch_projection_of_visible_pixels_equals_the_convolution():
     model = tiny()
     images = torch.randn(2, 3, 32, 32)
-    tokens = model.project_patches(model.patch_pixels(images))
+    tokens = model.project_patches(patchify(images, model.patch_size))
     torch.testing.assert_close(tokens, model.patch_embed(images), rtol=1e-5, atol=1e-6)
 
 

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,18 +47,21 @@ def test_without_knn_bank_validation_still_reports_loss_and_pictures(tmp_path):
     assert len(list(tmp_path.rglob("reconstructions/epoch_0000.png"))) == 1
 
 
-def test_predict_writes_reconstruction_grids(tmp_path):
+def test_predict_writes_embeddings_and_a_reconstruction_grid(tmp_path):
     fit = VistraCLI(args=["fit", "--config", str(CONFIGS / "vit_tiny_digits.yaml"), *TINY,
                           "--trainer.default_root_dir", str(tmp_path / "mae")])  # fmt: skip
     checkpoint = fit.trainer.checkpoint_callback.last_model_path
     VistraCLI(args=["predict", "--config", str(CONFIGS / "vit_tiny_digits.yaml"),
-                    "--ckpt_path", checkpoint, "--trainer.limit_predict_batches=1",
-                    "--data.init_args.knn_bank=false", "--trainer.enable_progress_bar=false",
+                    "--ckpt_path", checkpoint, "--data.init_args.knn_bank=false",
+                    "--trainer.enable_progress_bar=false",
                     "--trainer.default_root_dir", str(tmp_path / "predict")])  # fmt: skip
-    grids = sorted((tmp_path / "predict").rglob("reconstructions/predict_*.png"))
-    assert [g.name for g in grids] == ["predict_0_0000.png"]
+    (out,) = (tmp_path / "predict").rglob("predictions")
+    held_out = fit.datamodule.val_source
+    assert np.load(out / "embeddings.npy").shape == (len(held_out), 192)
+    names = (out / "embeddings.txt").read_text().split()
+    assert names == [held_out.item_name(i).as_posix() for i in range(len(held_out))]
     from PIL import Image
 
-    width, height = Image.open(grids[0]).size
-    # 8 images, one row each: original | masked | reconstruction | reconstruction + visible
-    assert height == pytest.approx(2 * width, rel=0.05)
+    width, height = Image.open(out / "reconstructions.png").size
+    # 16 images, one row each: original | masked | reconstruction | reconstruction + visible
+    assert height == pytest.approx(4 * width, rel=0.05)

@@ -150,7 +150,7 @@ def test_predicted_labels_outside_the_classes_are_rejected():
 
 def test_crowd_pixels_are_labelled_in_the_semantic_map_of_panoptic_data(tmp_path):
     from vistra.data import COCOPanopticSource
-    from vistra.visualize import write_panoptic_png
+    from vistra.inference.pictures import write_panoptic_png
 
     ids = np.zeros((6, 8), dtype=np.int64)
     ids[:, :3], ids[:, 3:6], ids[:4, 6:] = 11, 22, 33  # a person, a crowd of people, sky

@@ -2,7 +2,7 @@
 
 ``vistra fit|validate|test|predict --config FILE.yaml [--section.key=value ...]`` is Lightning's
 ``LightningCLI`` (``vistra.engine.lightning_cli``); ``vistra predict --ckpt CKPT --input ...``
-and ``vistra export`` run a trained model from its checkpoint alone (``vistra.deploy_cli``);
+and ``vistra export`` run a trained model from its checkpoint alone (``vistra.inference.command``);
 ``vistra data`` and ``vistra demo`` are the built-in data and demos. Heavy imports happen only
 once a command is chosen, so ``--help`` answers at once.
 """
@@ -40,9 +40,13 @@ usage: vistra predict --ckpt CKPT --input IMAGES --output DIR [options]
 From a checkpoint alone (no config, no training stack): the checkpoint holds the network,
 its preprocessing and the category names.
 {ckpt_options}
-From a config (Lightning's predict on the config's data, written under the run directory):
+From a config (Lightning's predict on the config's held-out data; the same files):
   --config FILE.yaml    the training config
   --ckpt_path CKPT      the checkpoint to load ('last': the newest run's last.ckpt)
+  --predictions.output DIR
+                        folder for the files (default: the run directory's predictions/)
+  --predictions.threshold T
+                        as --threshold above
   'vistra predict --config FILE.yaml --help' lists every config key.
 """
 
@@ -100,7 +104,7 @@ def data_command(words: list[str]) -> int:
 
 
 def predict_help() -> str:
-    from vistra.deploy_cli import predict_parser
+    from vistra.inference.command import predict_parser
 
     options = predict_parser().format_help().split("options:", 1)[-1]
     return PREDICT_HELP.format(ckpt_options=options.rstrip() + "\n")
@@ -133,11 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     if command == "data":
         sys.exit(data_command(words[1:]))
     if command == "export":
-        from vistra.deploy_cli import export_command
+        from vistra.inference.command import export_command
 
         sys.exit(export_command(words[1:]))
     if command == "predict" and any(w == "--ckpt" or w.startswith("--ckpt=") for w in words):
-        from vistra.deploy_cli import predict_command
+        from vistra.inference.command import predict_command
 
         sys.exit(predict_command(words[1:]))
     if command == "predict" and wants_help(words) and "--config" not in words:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from vistra.data.preprocess import Preprocess
 from vistra.data.sampling import (
     ResumableDataLoader,
     SeededAugmentation,
@@ -16,7 +17,6 @@ from vistra.data.transforms import (
     MultiView,
     classification_train_transform,
     contrastive_transform,
-    eval_transform,
 )
 
 
@@ -78,6 +78,11 @@ class ImageDataModule(L.LightningDataModule):
         """The file or folder the classes come from (for messages)."""
         return self.train_source.origin
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """The evaluation (and inference) input: shorter side to ``image_size``, centre crop."""
+        return Preprocess("center_crop", self.image_size)
+
     def train_transform(self):
         raise NotImplementedError
 
@@ -103,7 +108,7 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def eval_loader(self, source: ImageSource) -> DataLoader:
-        dataset = TransformedSource(source, eval_transform(self.image_size))
+        dataset = TransformedSource(source, self.preprocess.transform())
         sampler = evaluation_sampler(dataset, self.trainer)
         return DataLoader(dataset, shuffle=False, sampler=sampler, **self._loader_options())
 
@@ -117,8 +122,9 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
         return self.val_dataloader()
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The held-out images (not the kNN bank)."""
+        return [] if self.val_source is None else self.eval_loader(self.val_source)
 
 
 class ContrastiveDataModule(ImageDataModule):

@@ -8,6 +8,7 @@ batch maximum, ``pixel_mask`` [B, H, W] bool (True = real pixel), and per image 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from vistra.data.datamodules import TransformedSource
+from vistra.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, pad_images
 from vistra.data.sampling import (
     ResumableDataLoader,
     SeededAugmentation,
@@ -26,7 +28,6 @@ from vistra.data.sampling import (
     training_sampler,
 )
 from vistra.data.sources.coco import COCODetectionSource
-from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 PAPER_SCALES = tuple(range(480, 801, 32))
 
@@ -87,25 +88,18 @@ def detection_train_transform(
     )
 
 
-def detection_eval_transform(size: int = 800, max_size: int = 1333) -> v2.Compose:
-    """Shorter side to ``size``, longer at most ``max_size`` (DETR evaluation: 800 / 1333)."""
-    return v2.Compose([v2.Resize(size, max_size=max_size, antialias=True), *_normalize()])
-
-
-def collate_detection(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, list[dict]]:
-    """Pad images to the batch maximum; boxes -> normalized cxcywh of each image's own size.
+def collate_detection(
+    batch: list[tuple[Tensor, dict]], preprocess: Preprocess | None = None
+) -> tuple[Tensor, Tensor, list[dict]]:
+    """Pad images to the batch maximum (``preprocess.pad_multiple``); boxes -> normalized
+    cxcywh of each image's own size.
 
     Returns ``(images [B, 3, H, W], pixel_mask [B, H, W] bool, targets)``.
     """
-    height = max(image.shape[-2] for image, _ in batch)
-    width = max(image.shape[-1] for image, _ in batch)
-    images = torch.zeros(len(batch), 3, height, width)
-    pixel_mask = torch.zeros(len(batch), height, width, dtype=torch.bool)
+    images, pixel_mask = pad_images([image.as_subclass(Tensor) for image, _ in batch], preprocess)
     targets = []
-    for index, (image, target) in enumerate(batch):
+    for image, target in batch:
         h, w = image.shape[-2:]
-        images[index, :, :h, :w] = image
-        pixel_mask[index, :h, :w] = True
         boxes = box_convert(target["boxes"].as_subclass(Tensor).float(), "xyxy", "cxcywh")
         boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
         out = {
@@ -126,8 +120,8 @@ class PaddedBatchLoaders:
     order for training, a fixed transform for evaluation, padded batches (``collate``).
 
     Subclasses set ``collate``, ``train_source`` / ``val_source`` and define
-    ``train_transform()`` and ``eval_transform()``; ``hparams`` holds ``batch_size``,
-    ``num_workers`` and ``seed``.
+    ``train_transform()``; ``hparams`` holds ``batch_size``, ``num_workers``, ``seed``,
+    ``eval_size`` and ``eval_max_size``.
     """
 
     collate = staticmethod(collate_detection)
@@ -137,12 +131,18 @@ class PaddedBatchLoaders:
         """The annotation file the categories come from (for messages)."""
         return str(self.train_source.origin)
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """The evaluation (and inference) input: shorter side to ``eval_size``, the longer at
+        most ``eval_max_size``."""
+        return Preprocess("shorter_side", self.hparams.eval_size, self.hparams.eval_max_size)
+
     def _options(self) -> dict:
         hp = self.hparams
         pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return dict(batch_size=hp.batch_size, num_workers=hp.num_workers,
                     persistent_workers=hp.num_workers > 0, pin_memory=pin,
-                    collate_fn=self.collate)  # fmt: skip
+                    collate_fn=partial(self.collate, preprocess=self.preprocess))  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
@@ -152,7 +152,7 @@ class PaddedBatchLoaders:
         return ResumableDataLoader(dataset, sampler=sampler, drop_last=False, **self._options())
 
     def eval_loader(self, source) -> DataLoader:
-        dataset = TransformedSource(source, self.eval_transform(), with_target=True)
+        dataset = TransformedSource(source, self.preprocess.transform(), with_target=True)
         sampler = evaluation_sampler(dataset, self.trainer)
         return DataLoader(dataset, shuffle=False, sampler=sampler, **self._options())
 
@@ -231,6 +231,3 @@ class DetectionDataModule(PaddedBatchLoaders, L.LightningDataModule):
     def train_transform(self):
         hp = self.hparams
         return detection_train_transform(hp.scales, hp.max_size, hp.crop, hp.crop_scales)
-
-    def eval_transform(self):
-        return detection_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)

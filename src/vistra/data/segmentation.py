@@ -14,6 +14,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from vistra.data.detection import PaddedBatchLoaders, _normalize
+from vistra.data.preprocess import Preprocess, pad_images
 from vistra.data.sources.coco import COCODetectionSource
 from vistra.data.sources.coco_panoptic import COCOPanopticSource
 from vistra.data.sources.semantic import SemanticSource
@@ -46,22 +47,15 @@ def segmentation_train_transform(
     )
 
 
-def segmentation_eval_transform(size: int = 800, max_size: int = 1333) -> v2.Compose:
-    """Shorter side to ``size``, longer at most ``max_size``."""
-    return v2.Compose([v2.Resize(size, max_size=max_size, antialias=True), *_normalize()])
-
-
-def collate_segmentation(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, Tensor, list[dict]]:
+def collate_segmentation(
+    batch: list[tuple[Tensor, dict]], preprocess: Preprocess | None = None
+) -> tuple[Tensor, Tensor, list[dict]]:
     """Pad images and masks to the batch maximum -> ``(images, pixel_mask, targets)``."""
-    height = max(image.shape[-2] for image, _ in batch)
-    width = max(image.shape[-1] for image, _ in batch)
-    images = torch.zeros(len(batch), 3, height, width)
-    pixel_mask = torch.zeros(len(batch), height, width, dtype=torch.bool)
+    images, pixel_mask = pad_images([image.as_subclass(Tensor) for image, _ in batch], preprocess)
+    height, width = images.shape[-2:]
     targets = []
-    for index, (image, target) in enumerate(batch):
+    for image, target in batch:
         h, w = image.shape[-2:]
-        images[index, :, :h, :w] = image
-        pixel_mask[index, :h, :w] = True
         source_masks = target["masks"].as_subclass(Tensor)
         masks = torch.zeros(len(source_masks), height, width, dtype=torch.bool)
         masks[:, :h, :w] = source_masks
@@ -171,6 +165,3 @@ class SegmentationDataModule(PaddedBatchLoaders, L.LightningDataModule):
 
     def train_transform(self):
         return segmentation_train_transform(self.hparams.size, self.hparams.scale_range)
-
-    def eval_transform(self):
-        return segmentation_eval_transform(self.hparams.eval_size, self.hparams.eval_max_size)

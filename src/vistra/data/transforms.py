@@ -7,8 +7,7 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vistra.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_normalized_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> list:
@@ -50,17 +49,6 @@ def classification_train_transform(
             v2.RandAugment(num_ops=2, magnitude=9) if rand_augment else v2.Identity(),
             *to_normalized_tensor(),
             v2.RandomErasing(p=random_erasing) if random_erasing > 0 else v2.Identity(),
-        ]
-    )
-
-
-def eval_transform(size: int, crop_ratio: float = 1.0) -> v2.Compose:
-    """Resize the shorter side to size / crop_ratio, then centre-crop ``size``."""
-    return v2.Compose(
-        [
-            v2.Resize(round(size / crop_ratio), antialias=True),
-            v2.CenterCrop(size),
-            *to_normalized_tensor(),
         ]
     )
 

@@ -67,8 +67,8 @@ def run_detr_demo(out: Path, *extra_args: str) -> dict:
 @torch.no_grad()
 def _detection_picture(cli: VistraCLI, path: Path, count: int = 6, threshold: float = 0.5):
     from vistra.data.sources.base import load_image
+    from vistra.inference.pictures import detection_grid, draw_detections
     from vistra.models.detr import detr_postprocess
-    from vistra.visualize import detection_grid, draw_detections
 
     datamodule, network = cli.datamodule, cli.model.network.eval()
     source = datamodule.val_source

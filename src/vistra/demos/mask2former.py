@@ -60,7 +60,7 @@ def _segmentation_picture(cli: VistraCLI, path: Path, count: int = 6) -> Path:
     from PIL import Image, ImageDraw
 
     from vistra.data.sources.base import load_image
-    from vistra.visualize import segmentation_overlay
+    from vistra.inference.pictures import segmentation_overlay
 
     datamodule, task = cli.datamodule, cli.model
     task.network.eval()

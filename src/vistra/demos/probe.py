@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from vistra.checkpoint import build_network, load_network, network_spec
 from vistra.engine.lightning_cli import VistraCLI
 from vistra.evaluation.linear_probe import fit_linear_probe, top_k_accuracy
+from vistra.inference.checkpoint import build_network, load_network, network_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEMO_CONFIGS = {
@@ -66,7 +66,7 @@ def pretrain_and_probe(name: str, out: Path, *extra_args: str) -> dict:
         ("random encoder", baseline["val_features"], baseline["val_labels"]),
         (f"{title} encoder", trained["val_features"], trained["val_labels"]),
     ]
-    from vistra.visualize import embedding_scatter
+    from vistra.inference.pictures import embedding_scatter
 
     picture = embedding_scatter(panels, datamodule.classes, out / "embeddings.png")
     results["picture"] = str(picture)

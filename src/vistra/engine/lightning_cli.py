@@ -31,6 +31,7 @@ from vistra.engine.callbacks import (
 from vistra.engine.classes import ClassCountError, data_classes, fill_num_classes
 from vistra.engine.finite import StopOnNonFinite
 from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
+from vistra.engine.prediction_files import PredictionFiles
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
 from vistra.engine.seeding import StepSeeding
 
@@ -52,6 +53,7 @@ class VistraCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(PredictionFiles, "predictions")
         parser.set_defaults({"checkpoint.save_last": True,
                              "checkpoint.every_n_train_steps": CHECKPOINT_EVERY_N_STEPS,
                              # a resumed run writes its own last.ckpt, never last-v1.ckpt

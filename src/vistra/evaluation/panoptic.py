@@ -14,17 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vistra.data.segment import Segment
+
 VOID = 0
 OFFSET = 1 << 32
-
-
-@dataclass
-class Segment:
-    """One segment of a panoptic map: its id in the map, category and crowd flag."""
-
-    id: int
-    category: int
-    iscrowd: bool = False
 
 
 @dataclass

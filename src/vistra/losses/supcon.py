@@ -70,13 +70,8 @@ class SupConLoss(nn.Module):
         Returns:
             scalar loss.
         """
-        if features.ndim != 3:
-            raise ValueError(f"features must be [B, V, D], got shape {tuple(features.shape)}")
-        if labels is not None and mask is not None:
-            raise ValueError("pass labels or mask, not both")
+        _check_inputs(features, labels, mask)
         batch, views, _ = features.shape
-        if labels is not None and labels.shape != (batch,):
-            raise ValueError(f"labels must be [B]={batch}, got shape {tuple(labels.shape)}")
 
         world, rank = _world_and_rank() if self.gather_distributed else (1, 0)
         if world > 1 and mask is not None:
@@ -111,17 +106,31 @@ class SupConLoss(nn.Module):
         positives &= ~is_self
 
         logits = anchor @ contrast.T / self.temperature  # [Na, V*N]
-        log_denominator = torch.logsumexp(logits.masked_fill(is_self, float("-inf")), dim=1)
-        log_prob = logits - log_denominator[:, None]
-        num_positives = positives.sum(dim=1)
-        has_positive = num_positives > 0
-        mean_log_prob_pos = (log_prob * positives).sum(dim=1)[has_positive] / num_positives[
-            has_positive
-        ]
+        mean_log_prob_pos = _mean_log_prob_of_positives(logits, is_self, positives)
         if mean_log_prob_pos.numel() == 0:
             # No anchor has a positive: contribute zero loss but keep the graph connected.
             return features.sum() * 0.0
         return -(self.temperature / self.base_temperature) * mean_log_prob_pos.mean()
+
+
+def _check_inputs(features: Tensor, labels: Tensor | None, mask: Tensor | None) -> None:
+    if features.ndim != 3:
+        raise ValueError(f"features must be [B, V, D], got shape {tuple(features.shape)}")
+    if labels is not None and mask is not None:
+        raise ValueError("pass labels or mask, not both")
+    if labels is not None and labels.shape != (features.shape[0],):
+        raise ValueError(f"labels must be [B]={features.shape[0]}, got shape "
+                         f"{tuple(labels.shape)}")  # fmt: skip
+
+
+def _mean_log_prob_of_positives(logits: Tensor, is_self: Tensor, positives: Tensor) -> Tensor:
+    """Per anchor with at least one positive: the mean log-probability of its positives among
+    all other entries (eq. 2's inner sum). logits, is_self, positives: [Na, V*N]."""
+    log_denominator = torch.logsumexp(logits.masked_fill(is_self, float("-inf")), dim=1)
+    log_prob = logits - log_denominator[:, None]
+    num_positives = positives.sum(dim=1)
+    has_positive = num_positives > 0
+    return (log_prob * positives).sum(dim=1)[has_positive] / num_positives[has_positive]
 
 
 def _world_and_rank() -> tuple[int, int]:

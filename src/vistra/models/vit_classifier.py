@@ -16,7 +16,7 @@ from pathlib import Path
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from vistra.models.mae import PRESETS, vit_layer_of
+from vistra.models.layers.vit import PRESETS, vit_layer_of
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
 

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from vistra.checkpoint import describe_for_inference, load_network
+from vistra.inference.checkpoint import load_network
 from vistra.tasks.class_count import NOT_SET, ClassCountCheck
+from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
@@ -27,7 +28,7 @@ class AccuracyMetrics:
         self.log(f"{stage}/top5", self.top5, batch_size=len(labels))
 
 
-class LinearProbe(ClassCountCheck, AccuracyMetrics, L.LightningModule):
+class LinearProbe(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningModule):
     """Cross-entropy on ``Linear(encoder features)``; the encoder stays in eval mode, no grad.
 
     Give either ``checkpoint`` (a stage-1 vistra checkpoint: the network is rebuilt from it) or
@@ -100,15 +101,8 @@ class LinearProbe(ClassCountCheck, AccuracyMetrics, L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).softmax(dim=1)
-
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum,
                                     fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        describe_for_inference(checkpoint, self.network, self._trainer)

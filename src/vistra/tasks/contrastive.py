@@ -5,13 +5,13 @@ from __future__ import annotations
 import lightning as L
 from torch import Tensor, nn
 
-from vistra.checkpoint import describe_for_inference
 from vistra.losses.supcon import SupConLoss
+from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
-class ContrastivePretraining(KNNMonitor, L.LightningModule):
+class ContrastivePretraining(InferenceSteps, KNNMonitor, L.LightningModule):
     """Train ``network`` (images -> unit-norm projections) with the SupCon loss.
 
     Batches are ``(views [B, V, 3, H, W], labels [B])``. With ``use_labels=False`` the labels
@@ -72,6 +72,3 @@ class ContrastivePretraining(KNNMonitor, L.LightningModule):
         optimizer = build_optimizer(self.network, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum,
                                     fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        describe_for_inference(checkpoint, self.network, self._trainer)

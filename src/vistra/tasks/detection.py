@@ -9,16 +9,16 @@ import lightning as L
 import torch
 from torch import nn
 
-from vistra.checkpoint import CATEGORIES_KEY, describe_for_inference
 from vistra.evaluation.coco import COCOEvaluator, detections_to_coco, tensor_image_ids
 from vistra.losses import HungarianMatcher, SetCriterion
 from vistra.models.detr import detr_postprocess
 from vistra.tasks.class_count import ClassCountCheck
+from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.optim import adamw, cosine_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
 
 
-class DetectionTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
+class DetectionTask(InferenceSteps, ClassCountCheck, SetPredictionSteps, L.LightningModule):
     """Set-prediction training of ``network`` (a ``DETR``) with COCO box AP at validation.
 
     Batches are ``(images [B,3,H,W], pixel_mask [B,H,W], targets)`` from
@@ -135,64 +135,6 @@ class DetectionTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         self.log_dict(clean, rank_zero_only=True)
         self.last_coco_stats = stats
 
-    # -- prediction ----------------------------------------------------------------------------
-
-    def predict_step(self, batch, batch_idx: int) -> list[dict]:
-        """Per image ``{"image_id", "boxes" xyxy original pixels, "scores", "labels",
-        "category_ids"}``; at the end of ``vistra predict`` the COCO result JSON and pictures
-        are written (see ``on_predict_epoch_end``)."""
-        images, pixel_mask, targets = batch
-        if self.category_ids is None:
-            self._categories_from_data()
-        if not hasattr(self, "_predictions"):
-            self._predictions: list[dict] = []
-        outputs = self.network(images, pixel_mask)
-        sizes = torch.stack([t["orig_size"] for t in targets]).to(images.device)
-        detections = detr_postprocess(outputs, sizes)
-        ids = torch.tensor(self.category_ids)
-        for detection, image_id in zip(detections, tensor_image_ids(targets)):
-            detection["image_id"] = image_id
-            detection["category_ids"] = ids[detection["labels"].cpu()]
-        self._predictions.extend(detections)
-        return detections
-
-    def on_predict_epoch_start(self) -> None:
-        self._predictions = []
-
-    def on_predict_epoch_end(self) -> None:
-        """Write ``<log_dir>/predictions/predict.json`` (COCO results, all queries) and
-        ``<log_dir>/predictions/pictures/<image>.png`` (boxes scoring >= 0.5, labelled)."""
-        import json
-
-        from vistra.data.sources.base import load_image
-        from vistra.visualize import draw_detections
-
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"
-        results = []
-        for detection in self._predictions:
-            results += detections_to_coco(detection["image_id"], detection, self.category_ids)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "predict.json").write_text(json.dumps(results))
-        source = getattr(getattr(self.trainer, "datamodule", None), "val_source", None)
-        if source is None or not hasattr(source, "coco"):
-            return
-        names = self.class_names or [str(i) for i in self.category_ids]
-        for detection in self._predictions:
-            info = source.coco.imgs[detection["image_id"]]
-            keep = detection["scores"] >= 0.5
-            labels = detection["labels"][keep].tolist()
-            picture = draw_detections(
-                load_image(source.image_dir / info["file_name"]),
-                detection["boxes"][keep].cpu(),
-                [names[i] for i in labels],
-                detection["scores"][keep].cpu(),
-                labels,
-                scale=max(1.0, 288 / max(info["width"], info["height"])),
-            )
-            (out / "pictures").mkdir(exist_ok=True)
-            picture.save(out / "pictures" / f"{Path(info['file_name']).stem}.png")
-        print(f"wrote {out / 'predict.json'} ({len(results)} detections) and {out / 'pictures'}")
-
     # -- optimisation and checkpoints ---------------------------------------------------------
 
     def configure_optimizers(self):
@@ -218,13 +160,3 @@ class DetectionTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
             schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        describe_for_inference(checkpoint, self.network, self._trainer)
-        if self.category_ids is None and self._trainer is not None:
-            self._categories_from_data()
-        checkpoint[CATEGORIES_KEY] = {"ids": self.category_ids, "names": self.class_names}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        categories = checkpoint.get(CATEGORIES_KEY) or {}
-        self.category_ids, self.class_names = categories.get("ids"), categories.get("names")

@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vistra.checkpoint import describe_for_inference
 from vistra.tasks.class_count import ClassCountCheck
 from vistra.tasks.classification import AccuracyMetrics
+from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
-class FineTuning(ClassCountCheck, AccuracyMetrics, L.LightningModule):
+class FineTuning(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningModule):
     """Cross-entropy fine-tuning with mixup / cutmix, label smoothing and layer-wise lr decay.
 
     The MAE paper's recipe (ViT-B): AdamW (0.9, 0.999), base lr 5e-4 (lr = base_lr x global
@@ -92,10 +92,6 @@ class FineTuning(ClassCountCheck, AccuracyMetrics, L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.network(images).softmax(dim=1)
-
     def configure_optimizers(self):
         hp = self.hparams
         datamodule = self.trainer.datamodule
@@ -106,6 +102,3 @@ class FineTuning(ClassCountCheck, AccuracyMetrics, L.LightningModule):
                                     layer_decay=hp.layer_decay,
                                     fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        describe_for_inference(checkpoint, self.network, self._trainer)

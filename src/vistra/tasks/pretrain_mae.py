@@ -7,12 +7,12 @@ from pathlib import Path
 import lightning as L
 from torch import Tensor, nn
 
-from vistra.checkpoint import describe_for_inference
+from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
 
 
-class MAEPretraining(KNNMonitor, L.LightningModule):
+class MAEPretraining(InferenceSteps, KNNMonitor, L.LightningModule):
     """Train a ``MaskedAutoencoder`` on ``(images [B, 3, H, W], labels [B])`` batches.
 
     The paper's recipe: AdamW (0.9, 0.95), weight decay 0.05 (none on norms, biases, tokens,
@@ -68,22 +68,10 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
             ):
                 self._save_reconstructions(images[: self.hparams.pictures], outputs)
 
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """``vistra predict``: a reconstruction grid per batch (the first ``pictures`` images)
-        written to ``<log dir>/reconstructions/predict_<loader>_<batch>.png``; returns the
-        batch's reconstruction loss."""
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        outputs = self.network(images)
-        if self.hparams.pictures and self.trainer.is_global_zero:
-            count = self.hparams.pictures
-            name = f"predict_{dataloader_idx}_{batch_idx:04d}.png"
-            self._save_reconstructions(images[:count], outputs, name)
-        return self.network.loss(images, outputs).detach()
-
     def _save_reconstructions(
         self, images: Tensor, outputs: dict[str, Tensor], name: str | None = None
     ) -> None:
-        from vistra.visualize import mae_reconstruction_grid
+        from vistra.inference.pictures import mae_reconstruction_grid
 
         count = len(images)
         outputs = {key: value[:count] for key, value in outputs.items()}
@@ -102,9 +90,6 @@ class MAEPretraining(KNNMonitor, L.LightningModule):
         optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas,
                                     fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        describe_for_inference(checkpoint, self.network, self._trainer)
 
 
 __all__ = ["MAEPretraining"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,24 +10,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vistra.checkpoint import CATEGORIES_KEY, describe_for_inference
 from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator, masks_to_coco, tensor_image_ids
 from vistra.evaluation.panoptic import PanopticQuality, Segment, merge_counts
 from vistra.evaluation.semantic import CONVENTIONS as MIOU_CONVENTIONS
 from vistra.evaluation.semantic import MeanIoU
+from vistra.inference.network import named_outputs
+from vistra.inference.postprocess import to_results
+from vistra.inference.results import Segmentation
+from vistra.inference.spec import InferenceSpec, Thresholds
 from vistra.losses import MaskHungarianMatcher, MaskSetCriterion
-from vistra.models.mask2former.postprocess import (
-    instance_inference,
-    panoptic_inference,
-    resize_mask_logits,
-    semantic_inference,
-)
 from vistra.tasks.class_count import ClassCountCheck
+from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.optim import adamw, cosine_with_warmup, poly_with_warmup, training_steps
 from vistra.tasks.set_prediction import SetPredictionSteps
 
 
-class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
+class SegmentationTask(InferenceSteps, ClassCountCheck, SetPredictionSteps, L.LightningModule):
     """Mask2Former training (``network``: a ``Mask2Former``) with universal evaluation.
 
     Validation reports what the data allows: PQ / SQ / RQ (all, things, stuff) on COCO
@@ -108,35 +105,23 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
             self.category_ids = list(range(self.network.num_classes))
             self.thing_labels = []
 
-    def infer(self, outputs: dict, images: Tensor, targets: list[dict]) -> list[dict]:
-        """Per image, at its original size: ``{"semantic" [H, W], "panoptic" (ids [H, W],
-        segments with "category_id"), "instances"}`` (panoptic only for models with things and
-        stuff, instances only with things)."""
+    def inference_thresholds(self) -> Thresholds:
+        hp = self.hparams
+        return Thresholds(hp.object_mask_threshold, hp.overlap_threshold, hp.top_k)
+
+    def infer(self, outputs: dict, images: Tensor, targets: list[dict]) -> list[Segmentation]:
+        """Per image, at its original size: the semantic map, panoptic segments (models with
+        things and stuff) and instances (with things), as ``vistra predict`` gives them."""
         if self.category_ids is None:
             self._categories_from_data()
-        hp = self.hparams
-        padded = tuple(images.shape[-2:])
-        things = set(self.thing_labels or [])
-        stuff_present = len(things) < self.network.num_classes
-        results = []
-        for index, target in enumerate(targets):
-            size = tuple(int(v) for v in target["size"])
-            original = tuple(int(v) for v in target["orig_size"])
-            logits = outputs["pred_logits"][index].float()
-            masks = resize_mask_logits(outputs["pred_masks"][index], padded, size, original)
-            result = {"image_id": tensor_image_ids([target])[0],
-                      "semantic": semantic_inference(logits, masks).argmax(0)}  # fmt: skip
-            if things:
-                result["instances"] = instance_inference(logits, masks, hp.top_k, sorted(things))
-                if stuff_present:
-                    ids, segments = panoptic_inference(
-                        logits, masks, things, hp.object_mask_threshold, hp.overlap_threshold
-                    )
-                    for segment in segments:
-                        segment["category_id"] = self.category_ids[segment["label"]]
-                    result["panoptic"] = (ids, segments)
-            results.append(result)
-        return results
+        categories = self.inference_categories()
+        spec = InferenceSpec("segmentation", None, categories["names"], categories["ids"],
+                             categories["thing_labels"], self.inference_thresholds())  # fmt: skip
+        raw = named_outputs("segmentation", (outputs["pred_logits"], outputs["pred_masks"]),
+                            cpu=False)  # fmt: skip
+        input_sizes = [tuple(int(v) for v in t["size"]) for t in targets]
+        original_sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]
+        return to_results(raw, spec, tuple(images.shape[-2:]), input_sizes, original_sizes)
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -173,20 +158,19 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         if self.val_source is None:
             return
         images, _, targets = batch
-        for result in self.infer(outputs, images, targets):
-            index = self.index_of.get(result["image_id"], result["image_id"])
+        image_ids = tensor_image_ids(targets)
+        for image_id, result in zip(image_ids, self.infer(outputs, images, targets)):
+            index = self.index_of.get(image_id, image_id)
             if self.miou is not None:
                 truth = torch.from_numpy(self._semantic_truth(index))
-                self.miou.update(result["semantic"].cpu(), truth)
-            if self.pq is not None and "panoptic" in result:
+                self.miou.update(result.semantic.cpu(), truth)
+            if self.pq is not None and result.panoptic is not None:
                 truth_ids, truth_segments = self.val_source.ground_truth(index)
-                ids, segments = result["panoptic"]
-                predicted = [Segment(s["id"], s["category_id"]) for s in segments]
-                self.pq.update(ids.cpu().numpy(), predicted, truth_ids, truth_segments)
-            if self.instance_file is not None and "instances" in result:
-                self.coco_results += masks_to_coco(result["image_id"], result["instances"],
-                                                   self.category_ids)  # fmt: skip
-                self.coco_images.append(result["image_id"])
+                predicted = [Segment(s["id"], s["category_id"]) for s in result.segments]
+                self.pq.update(result.panoptic.cpu().numpy(), predicted, truth_ids, truth_segments)
+            if self.instance_file is not None and result.instances is not None:
+                self.coco_results += masks_to_coco(image_id, result.instances, self.category_ids)
+                self.coco_images.append(image_id)
 
     def _semantic_truth(self, index: int) -> np.ndarray:
         if hasattr(self.val_source, "label_map"):
@@ -242,59 +226,6 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
         self.coco_results = [r for g in gathered for r in g[1]]
         self.coco_images = [i for g in gathered for i in g[2]]
 
-    # -- prediction ------------------------------------------------------------------------------
-
-    def on_predict_epoch_start(self) -> None:
-        self._categories_from_data()
-        self._predictions: list[dict] = []
-
-    def predict_step(self, batch, batch_idx: int) -> list[dict]:
-        images, pixel_mask, targets = batch
-        results = self.infer(self.network(images, pixel_mask), images, targets)
-        self._predictions.extend(results)
-        return results
-
-    def on_predict_epoch_end(self) -> None:
-        """Write under ``<log_dir>/predictions/``: ``panoptic.json`` + ``panoptic/<image>.png``
-        (COCO panoptic result format), ``instances.json`` (COCO segm results), ``semantic/``
-        label PNGs and ``pictures/`` overlays with a legend."""
-        from PIL import Image
-
-        from vistra.data.sources.base import load_image
-        from vistra.visualize import segmentation_overlay, write_panoptic_png
-
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"
-        source = getattr(getattr(self.trainer, "datamodule", None), "val_source", None)
-        index_of = {i: k for k, i in enumerate(getattr(source, "image_ids", []))}
-        names = self.class_names or [str(i) for i in self.category_ids]
-        panoptic_entries, instances = [], []
-        for folder in ("semantic", "pictures", "panoptic"):
-            (out / folder).mkdir(parents=True, exist_ok=True)
-        for result in self._predictions:
-            image_id = result["image_id"]
-            index = index_of.get(image_id, image_id)
-            stem = Path(source.image_path(index)).stem if source is not None else str(image_id)
-            semantic = result["semantic"].cpu().numpy().astype(np.uint8)
-            Image.fromarray(semantic).save(out / "semantic" / f"{stem}.png")
-            if "panoptic" in result:
-                ids, segments = result["panoptic"]
-                write_panoptic_png(ids.cpu().numpy(), out / "panoptic" / f"{stem}.png")
-                panoptic_entries.append({
-                    "image_id": image_id, "file_name": f"{stem}.png",
-                    "segments_info": [{"id": s["id"], "category_id": s["category_id"],
-                                       "isthing": int(s["isthing"]), "score": s["score"],
-                                       "area": s["area"]} for s in segments],
-                })  # fmt: skip
-            if "instances" in result:
-                instances += masks_to_coco(image_id, result["instances"], self.category_ids)
-            if source is not None:
-                picture = segmentation_overlay(load_image(source.image_path(index)), result, names)
-                picture.save(out / "pictures" / f"{stem}.png")
-        (out / "instances.json").write_text(json.dumps(instances))
-        (out / "panoptic.json").write_text(json.dumps({"annotations": panoptic_entries}))
-        print(f"wrote {out}: panoptic.json + panoptic/ ({len(panoptic_entries)} images), "
-              f"instances.json ({len(instances)} instances), semantic/, pictures/")  # fmt: skip
-
     # -- optimisation and checkpoints --------------------------------------------------------------
 
     def configure_optimizers(self):
@@ -320,15 +251,3 @@ class SegmentationTask(ClassCountCheck, SetPredictionSteps, L.LightningModule):
             schedule = poly_with_warmup(optimizer, hp.warmup_steps, total_steps)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        describe_for_inference(checkpoint, self.network, self._trainer)
-        if self.category_ids is None and self._trainer is not None:
-            self._categories_from_data()
-        checkpoint[CATEGORIES_KEY] = {"ids": self.category_ids, "names": self.class_names,
-                                      "thing_labels": self.thing_labels}  # fmt: skip
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        categories = checkpoint.get(CATEGORIES_KEY) or {}
-        self.category_ids, self.class_names = categories.get("ids"), categories.get("names")
-        self.thing_labels = categories.get("thing_labels")

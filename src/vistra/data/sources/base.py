@@ -81,6 +81,24 @@ def readable(path: str | Path) -> str | None:
     return None
 
 
+class AnnotatedFiles:
+    """Mixin for sources of image files under ``image_dir`` with an annotation file: what a
+    prediction run names each image by (``image_path(index)`` is the subclass's)."""
+
+    def item_name(self, index: int) -> Path:
+        """The image's path relative to the image folder (the annotation's file name)."""
+        return Path(self.image_path(index)).relative_to(self.image_dir)
+
+    def item_id(self, index: int) -> int:
+        """The annotation file's image id (the position, for files without ids)."""
+        ids = getattr(self, "image_ids", None)
+        return int(ids[index]) if ids is not None else index
+
+    def picture(self, index: int) -> Image.Image:
+        """The image as a person sees it (for drawing results on)."""
+        return load_image(self.image_path(index))
+
+
 class ImageSource(Dataset):
     """A map-style dataset of ``(PIL RGB image, int label)``; label is -1 when unlabelled.
 
@@ -104,6 +122,22 @@ class ImageSource(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def item_name(self, index: int) -> Path:
+        """What a prediction run names the image by: its path relative to the source's folder
+        (its file name when elsewhere; ``000123.png`` for in-memory images)."""
+        item = self.items[index]
+        if isinstance(item, np.ndarray):
+            return Path(f"{index:06d}.png")
+        path, folder = Path(item), Path(self.origin)
+        return path.relative_to(folder) if path.is_relative_to(folder) else Path(path.name)
+
+    def item_id(self, index: int) -> int:
+        """Images without ids are numbered from 1 in source order."""
+        return index + 1
+
+    def picture(self, index: int) -> Image.Image:
+        return self[index][0]
 
     def _check_not_empty(self) -> None:
         if len(self.items) == 0:

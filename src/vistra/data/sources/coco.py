@@ -26,10 +26,10 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from vistra.data.coco_check import check_coco
-from vistra.data.sources.base import load_image_as_annotated, readable
+from vistra.data.sources.base import AnnotatedFiles, load_image_as_annotated, readable
 
 
-class COCODetectionSource(Dataset):
+class COCODetectionSource(AnnotatedFiles, Dataset):
     """A COCO instance file with its image folder.
 
     Args:

@@ -25,8 +25,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from vistra.data.sources.base import DataError, ImageLoadError, load_image_as_annotated
-from vistra.evaluation.panoptic import Segment
+from vistra.data.segment import Segment
+from vistra.data.sources.base import (
+    AnnotatedFiles,
+    DataError,
+    ImageLoadError,
+    load_image_as_annotated,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -57,7 +62,7 @@ def decode_segment_ids(path: Path) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
-class COCOPanopticSource(Dataset):
+class COCOPanopticSource(AnnotatedFiles, Dataset):
     """A COCO panoptic JSON, its PNG folder and the image folder.
 
     Args:

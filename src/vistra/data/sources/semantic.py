@@ -15,11 +15,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from vistra.data.sources.base import DataError, load_image_as_annotated
+from vistra.data.sources.base import AnnotatedFiles, DataError, load_image_as_annotated
 from vistra.data.sources.coco_panoptic import IMAGE_SUFFIXES
 
 
-class SemanticSource(Dataset):
+class SemanticSource(AnnotatedFiles, Dataset):
     """Images with label PNGs of the same stem (ADE20K, Cityscapes-style trainIds, shapes).
 
     Args:

@@ -69,8 +69,8 @@ def mae_reconstruction_grid(network, images: Tensor, outputs: dict, path: str | 
     """
     from torchvision.utils import save_image
 
-    from vistra.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from vistra.models.mae import unpatchify
+    from vistra.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from vistra.models.layers.patches import unpatchify
 
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)

@@ -1,0 +1,160 @@
+"""``vistra.Predictor``: inference for every vistra checkpoint, without the training stack.
+
+The checkpoint alone says what to build (network class and arguments), how to prepare an
+image and what the outputs mean (its ``InferenceSpec``). Inputs may be paths, PIL images,
+HxWx3 uint8 arrays, 3xHxW tensors (uint8, or float in 0..1) or lists of them; results are typed
+per family and given at the original image size (segmentation maps of images over
+``MAX_MAP_PIXELS``: at a reduced size).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from vistra.data.preprocess import pad_images
+from vistra.inference.checkpoint import NETWORK_KEY, network_from_checkpoint, read_checkpoint
+from vistra.inference.images import map_size, to_pil
+from vistra.inference.network import InferenceNetwork, named_outputs, probe_head
+from vistra.inference.postprocess import to_results
+from vistra.inference.spec import KIND_OF_NETWORK, InferenceSpec
+
+
+class Predictor:
+    """Run a trained vistra model on images.
+
+    Build it with ``Predictor.from_checkpoint(path)`` (or ``from_onnx``); call it on one input
+    (returns one result) or a list (returns a list). ``embed`` gives encoder features.
+
+    Args:
+        network: the model in eval mode, or a callable with ``InferenceNetwork``'s signature
+            (an ONNX session).
+        spec: kind, preprocessing, label meanings and thresholds.
+        head: for a linear-probe checkpoint, the classifier on the encoder's features.
+        device, precision: where to run; precision "bf16" / "fp16" uses autocast.
+    """
+
+    def __init__(
+        self,
+        network,
+        spec: InferenceSpec,
+        head: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        precision: str | None = None,
+    ) -> None:
+        if precision not in (None, "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        self.device, self.spec = torch.device(device), spec
+        if isinstance(network, nn.Module):
+            network = network.to(self.device).eval()
+            head = head.to(self.device).eval() if head is not None else None
+            self.forward = InferenceNetwork(spec.kind, network, head).eval()
+        else:
+            self.forward = network
+        self.network, self.head = network, head
+        self.precision = None if precision == "fp32" else precision
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def preprocess(self):
+        return self.spec.preprocess
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        precision: str | None = None,
+        unsafe_load: bool | None = None,
+    ) -> Predictor:
+        """``unsafe_load``: read a checkpoint that holds more than tensors and plain data (only
+        for files you trust; default: refuse them, see ``vistra.convert.safe``)."""
+        checkpoint = read_checkpoint(path, unsafe_load)
+        class_path = checkpoint[NETWORK_KEY]["class_path"]
+        network = network_from_checkpoint(checkpoint, origin=path)
+        kind = KIND_OF_NETWORK.get(class_path.rsplit(".", 1)[-1])
+        if kind is None:
+            raise ValueError(f"{path}: no predictor for {class_path}")
+        head = probe_head(checkpoint["state_dict"])
+        if head is not None:
+            kind = "classification"
+        spec = InferenceSpec.read(checkpoint, kind, str(path))
+        return cls(network, spec, head, device, precision)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path) -> Predictor:
+        """Run a file written by ``vistra export --format onnx`` with onnxruntime."""
+        from vistra.inference.onnx import load_onnx
+
+        session, spec = load_onnx(path)
+        return cls(session, spec)
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def __call__(self, inputs, batch_size: int = 8, progress: bool = False):
+        """Results for one input or a list (``ClassScores`` / ``Tensor`` embeddings /
+        ``Detections`` / ``Segmentation``)."""
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
+        results = []
+        for start in _batches(len(items), batch_size, progress):
+            chunk = items[start : start + batch_size]
+            results += self.run([to_pil(x, _name(x, start + k)) for k, x in enumerate(chunk)])
+        return results[0] if single else results
+
+    def embed(self, inputs, batch_size: int = 8) -> Tensor:
+        """Encoder features [N, D] (MAE: no masking, deterministic; detection / segmentation:
+        not available)."""
+        if self.kind not in ("classification", "embedding") or not hasattr(
+            self.network, "forward_features"
+        ):
+            raise ValueError(f"embed() is for classification / embedding models, not {self.kind}")
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        features = []
+        for start in range(0, len(items), batch_size):
+            pictures = [to_pil(x, _name(x, start + k))
+                        for k, x in enumerate(items[start : start + batch_size])]  # fmt: skip
+            images = torch.stack([self.preprocess(p) for p in pictures]).to(self.device)
+            with torch.no_grad(), self._autocast():
+                features.append(self.network.forward_features(images).float().cpu())
+        return torch.cat(features)
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16,
+                              enabled=dtype is not None)  # fmt: skip
+
+    @torch.no_grad()
+    def run(self, pictures: list[Image.Image]) -> list:
+        """Results of one batch of RGB PIL images."""
+        tensors = [self.preprocess(p) for p in pictures]
+        images, pixel_mask = pad_images(tensors, self.preprocess)
+        with self._autocast():
+            raw = self.forward(images.to(self.device), pixel_mask.to(self.device))
+        input_sizes = [tuple(t.shape[-2:]) for t in tensors]
+        output_sizes = [(p.height, p.width) for p in pictures]
+        if self.kind == "segmentation":  # maps are made at the output size: bound it
+            output_sizes = [map_size(*size) for size in output_sizes]
+        return to_results(named_outputs(self.kind, raw), self.spec, tuple(images.shape[-2:]),
+                          input_sizes, output_sizes)  # fmt: skip
+
+
+def _name(item, index: int) -> str:
+    return str(item) if isinstance(item, (str, Path)) else f"input {index}"
+
+
+def _batches(count: int, batch_size: int, progress: bool):
+    starts = range(0, count, max(batch_size, 1))
+    if not progress:
+        return starts
+    from tqdm import tqdm
+
+    return tqdm(starts, total=len(starts), unit="batch", desc="predict")

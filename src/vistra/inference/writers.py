@@ -1,0 +1,149 @@
+"""Result files, one writer per family, shared by both forms of ``vistra predict``.
+
+A writer gets each image's ``ImageRecord`` and result in input order and writes its files on
+``close()``: ``classes.csv``; ``embeddings.npy`` + ``embeddings.txt`` (+ MAE
+``reconstructions.png``); ``detections.json`` (COCO results) + ``pictures/``;
+``panoptic.json`` + ``panoptic/`` (COCO panoptic results), ``instances.json`` (COCO segm
+results), ``semantic/`` + ``pictures/``. Every writer also writes ``images.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vistra.inference.spec import InferenceSpec
+
+
+@dataclass
+class ImageRecord:
+    """One input: ``name`` (its path relative to the input folder), ``stem`` (output name
+    without suffix), ``image_id`` (in the results files) and the RGB ``image``."""
+
+    name: Path
+    stem: Path
+    image_id: int
+    image: Image.Image
+
+
+def output_file(folder: Path, stem: Path, suffix: str) -> Path:
+    """``folder/<stem><suffix>``, its sub-folders created."""
+    target = folder / stem.parent / f"{stem.name}{suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+class ResultWriter:
+    """What every writer shares: the output folder, the spec and ``images.json``."""
+
+    def __init__(self, spec: InferenceSpec, out: Path, threshold: float | None = None,
+                 network=None) -> None:  # fmt: skip
+        self.spec, self.out, self.network = spec, Path(out), network
+        self.threshold = spec.thresholds.picture_threshold if threshold is None else threshold
+        self.images: list[dict] = []
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def add(self, record: ImageRecord, result) -> None:
+        width, height = record.image.size
+        self.images.append({"id": record.image_id, "file_name": record.name.as_posix(),
+                            "width": width, "height": height})  # fmt: skip
+        self.write(record, result)
+
+    def write(self, record: ImageRecord, result) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        (self.out / "images.json").write_text(json.dumps(self.images))
+
+
+class ClassWriter(ResultWriter):
+    """classes.csv: file, label, name, score."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows = ["file,label,name,score"]
+
+    def write(self, record, result) -> None:
+        self.rows.append(f"{record.name.as_posix()},{result.label},{result.name},"
+                         f"{float(result.scores[result.label]):.5f}")  # fmt: skip
+
+    def close(self) -> None:
+        super().close()
+        (self.out / "classes.csv").write_text("\n".join(self.rows) + "\n")
+
+
+class EmbeddingWriter(ResultWriter):
+    """embeddings.npy [N, D] and embeddings.txt (the file of each row); for an MAE also
+    reconstructions.png (original | masked | reconstruction | pasted, up to 16 images)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows, self.shown = [], []
+
+    def write(self, record, result) -> None:
+        self.rows.append(result.numpy())
+        if hasattr(self.network, "reconstruct") and len(self.shown) < 16:
+            self.shown.append(self.spec.preprocess(record.image))
+
+    def close(self) -> None:
+        super().close()
+        np.save(self.out / "embeddings.npy", np.stack(self.rows))
+        (self.out / "embeddings.txt").write_text(
+            "\n".join(image["file_name"] for image in self.images) + "\n"
+        )
+        if self.shown:
+            from vistra.inference.pictures import mae_reconstruction_grid
+
+            device = next(self.network.parameters()).device
+            images = torch.stack(self.shown).to(device)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(0)  # the random mask of the picture, reproducible
+                mae_reconstruction_grid(self.network, images, self.network(images),
+                                        self.out / "reconstructions.png")  # fmt: skip
+
+
+class DetectionWriter(ResultWriter):
+    """detections.json (COCO results, every query) and pictures/ (boxes over the threshold)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.results: list[dict] = []
+        self.empty: list[str] = []  # pictures with no box at the threshold, and why
+
+    def write(self, record, result) -> None:
+        from vistra.inference.pictures import draw_detections
+
+        for box, score, category in zip(result.boxes.tolist(), result.scores.tolist(),
+                                        result.category_ids):  # fmt: skip
+            self.results.append({"image_id": record.image_id, "category_id": int(category),
+                                 "bbox": [round(box[0], 2), round(box[1], 2),
+                                          round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+                                 "score": round(float(score), 5)})  # fmt: skip
+        keep = result.scores >= self.threshold
+        if not keep.any() and len(result.scores):
+            self.empty.append(
+                f"{record.name.as_posix()}: {len(result.scores)} detections, all "
+                f"below {self.threshold} (best {float(result.scores.max()):.3f})"
+            )
+        labels = result.labels[keep].tolist()
+        names = [name for name, kept in zip(result.names, keep.tolist()) if kept]
+        image = record.image
+        picture = draw_detections(image, result.boxes[keep], names, result.scores[keep], labels,
+                                  scale=max(1.0, 288 / max(image.size)))  # fmt: skip
+        picture.save(output_file(self.out / "pictures", record.stem, ".png"))
+
+    def close(self) -> None:
+        super().close()
+        (self.out / "detections.json").write_text(json.dumps(self.results))
+        if self.empty:
+            print(f"{len(self.empty)} of {len(self.images)} pictures have no box drawn; lower "
+                  "the threshold to see them (detections.json has every detection):",
+                  file=sys.stderr)  # fmt: skip
+            for line in self.empty[:10]:
+                print(f"  {line}", file=sys.stderr)
