@@ -87,3 +87,39 @@ def test_adamw_is_fused_unless_the_trainer_clips_gradients():
             optimizer.step()
     for mine, theirs in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(mine, theirs)
+
+
+def fake_trainer(world: int, accumulation: int, batch: int = 32):
+    """What ``configure_optimizers`` reads of a trainer, for ``world`` processes."""
+    from types import SimpleNamespace
+
+    loader = [None] * 64  # 64 batches per epoch on one process
+    datamodule = SimpleNamespace(batch_size=batch, train_dataloader=lambda: loader)
+    return SimpleNamespace(datamodule=datamodule, world_size=world,
+                           accumulate_grad_batches=accumulation, max_epochs=1, max_steps=-1,
+                           limit_train_batches=1.0, gradient_clip_val=None)  # fmt: skip
+
+
+@pytest.mark.parametrize("task_name", ["MAEPretraining", "FineTuning", "LinearProbe"])
+def test_the_linear_scaling_rule_counts_devices_nodes_and_accumulation(task_name):
+    """lr = base_lr x global batch / 256 (MAE, its fine-tuning and probe): 1 device x 4
+    accumulation, 2 x 2 and 4 x 1 give the same rate; 1 x 1 a quarter of it."""
+    from vistra.models import MaskedAutoencoder, ViTClassifier
+    from vistra.tasks import FineTuning, LinearProbe, MAEPretraining
+
+    torch.manual_seed(0)
+    encoder = MaskedAutoencoder("tiny", image_size=32, patch_size=8, decoder_depth=1, depth=1)
+    task = {
+        "MAEPretraining": lambda: MAEPretraining(encoder, base_lr=1e-3),
+        "FineTuning": lambda: FineTuning(
+            ViTClassifier(3, "tiny", image_size=32, patch_size=8, depth=1), base_lr=1e-3
+        ),
+        "LinearProbe": lambda: LinearProbe(3, network=encoder, base_lr=1e-3),
+    }[task_name]()
+    rates = []
+    for world, accumulation in ((1, 4), (2, 2), (4, 1), (1, 1)):
+        task._trainer = fake_trainer(world, accumulation)
+        optimizer = task.configure_optimizers()["optimizer"]
+        rates.append(max(group["initial_lr"] for group in optimizer.param_groups))
+    expected = 1e-3 * 32 * 4 / 256
+    assert rates == pytest.approx([expected] * 3 + [expected / 4])

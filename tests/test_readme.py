@@ -163,6 +163,10 @@ def test_own_data_commands_run_in_order(user_folder):
     probe = list(csv.DictReader((user_folder / "predictions/probe/classes.csv").open()))
     assert probe and {row["name"] for row in probe} <= set(DIGIT_NAMES)
     assert (user_folder / "predictions/detr/detections.json").is_file()
+    on_val = user_folder / "predictions/detr_val"
+    assert {p.name for p in on_val.iterdir()} == {p.name for p in (user_folder /
+                                                  "predictions/detr").iterdir()}  # fmt: skip
+    assert (user_folder / "detr.onnx").is_file()
     detr_predict = next(r for w, r in zip(found, outputs) if "predictions/detr" in w)
     assert "have no box drawn; lower --threshold" in detr_predict.stderr  # 4 steps: all low
     assert list((user_folder / "predictions/panoptic").rglob("*.png"))

@@ -1,7 +1,7 @@
-"""The documented resume, as a user runs it: ``vistra fit`` killed with SIGKILL mid-epoch, then
-``vistra fit ... --ckpt_path last`` from the same folder, with the command's own logger and
-checkpoint folder. It must continue the same run directory and end with the weights of an
-uninterrupted run."""
+"""The documented resume, as a user runs it: ``vistra fit`` killed with SIGKILL mid-epoch, or
+stopped by SIGTERM / SIGUSR1 (preemption), then ``vistra fit ... --ckpt_path last`` from the
+same folder, with the command's own logger and checkpoint folder. It must continue the same run
+directory and end with the weights of an uninterrupted run."""
 
 import csv
 import os
@@ -11,16 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "supcon" / "resnet18_digits.yaml"
-SHRINK = [  # sizes and steps only (README: "--checkpoint.every_n_train_steps N" saves mid-epoch)
+SHRINK = [  # sizes and steps only
     "--trainer.max_epochs=2",
     "--data.init_args.image_size=16",
     "--model.init_args.network.init_args.hidden_dim=64",
-    "--checkpoint.every_n_train_steps=2",
     "--trainer.log_every_n_steps=2",
 ]
+# README: "--checkpoint.every_n_train_steps N" saves mid-epoch (what a SIGKILL leaves)
+EVERY_2_STEPS = "--checkpoint.every_n_train_steps=2"
 STEPS_PER_EPOCH = 1437 // 128
 KILL_AFTER_STEP = STEPS_PER_EPOCH + 3  # a checkpoint in the middle of the second epoch
 RUN = Path("vistra_runs/supcon_digits/lightning_logs")
@@ -49,11 +51,34 @@ def finished(process: subprocess.Popen) -> str:
     return stdout + stderr
 
 
-def test_sigkill_then_ckpt_path_last_continues_the_run(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    straight.mkdir(), killed.mkdir()
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The final weights of the run nobody stopped (a checkpoint interval changes nothing)."""
+    folder = tmp_path_factory.mktemp("straight")
+    finished(vistra_fit(folder))
+    return weights(folder / RUN / "version_0/checkpoints/last.ckpt")
 
-    process = vistra_fit(killed)
+
+def assert_same_weights(resumed: dict, expected: dict) -> None:
+    assert resumed.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
+
+
+def logged_step(folder: Path) -> int:
+    """The last step the run's metrics.csv shows (-1 before the first row)."""
+    try:
+        rows = list(csv.DictReader((folder / RUN / "version_0" / "metrics.csv").open()))
+        return max(int(row["step"]) for row in rows)
+    except (FileNotFoundError, ValueError, KeyError):
+        return -1
+
+
+def test_sigkill_then_ckpt_path_last_continues_the_run(tmp_path, uninterrupted):
+    killed = tmp_path / "killed"
+    killed.mkdir()
+
+    process = vistra_fit(killed, EVERY_2_STEPS)
     last = killed / RUN / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 600
     while saved_step(last) < KILL_AFTER_STEP:
@@ -67,21 +92,45 @@ def test_sigkill_then_ckpt_path_last_continues_the_run(tmp_path):
     rows_before = list(csv.DictReader((killed / RUN / "version_0" / "metrics.csv").open()))
     assert len(rows_before) >= STEPS_PER_EPOCH // 2
 
-    output = finished(vistra_fit(killed, "--ckpt_path", "last"))
+    output = finished(vistra_fit(killed, EVERY_2_STEPS, "--ckpt_path", "last"))
     assert (
         "resuming from" in output and str(Path("version_0", "checkpoints", "last.ckpt")) in output
     )
-    finished(vistra_fit(straight))
-
     assert sorted(p.name for p in (killed / RUN).iterdir()) == ["version_0"]
-    resumed_weights = weights(last)
-    for name, expected in weights(straight / RUN / "version_0/checkpoints/last.ckpt").items():
-        torch.testing.assert_close(resumed_weights[name], expected, rtol=0, atol=0, msg=name)
+    assert_same_weights(weights(last), uninterrupted)
     rows = list(csv.DictReader((killed / RUN / "version_0" / "metrics.csv").open()))
     assert rows[: len(rows_before)] == rows_before  # the killed run's rows are kept
     steps = [int(row["step"]) for row in rows]
     assert steps == sorted(steps) and steps[-1] > step_at_kill
     assert list((killed / RUN / "version_0").glob("events.out.tfevents.*"))  # TensorBoard too
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_saves_the_step_and_the_run_continues_exactly(stop, tmp_path,
+                                                                    uninterrupted):  # fmt: skip
+    """Preemption with the user's defaults (a checkpoint every 500 steps: none before the
+    signal): the signal's own checkpoint is the only one, the exit is clean (code 0, one line,
+    no traceback), and resuming from it ends with the uninterrupted run's weights."""
+    process = vistra_fit(tmp_path)
+    deadline = time.monotonic() + 600
+    while logged_step(tmp_path) < KILL_AFTER_STEP:
+        assert process.poll() is None, "the run ended before the signal"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(process.pid, getattr(signal, stop))
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith(f"vistra: stopped by {stop} after step ") and "--ckpt_path last" in (
+        message
+    )
+    last = tmp_path / RUN / "version_0" / "checkpoints" / "last.ckpt"
+    step = saved_step(last)
+    assert f"after step {step};" in message
+    assert KILL_AFTER_STEP <= step < 2 * STEPS_PER_EPOCH and step % STEPS_PER_EPOCH > 0
+    finished(vistra_fit(tmp_path, "--ckpt_path", "last"))
+    assert_same_weights(weights(last), uninterrupted)
 
 
 def test_checkpoint_paths_name_their_run(tmp_path):

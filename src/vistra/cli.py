@@ -26,7 +26,8 @@ commands:
   predict    run a trained model on images: --ckpt CKPT --input IMAGES --output DIR,
              or on a config's data: --config FILE.yaml --ckpt_path CKPT
   export     write an ONNX file or torch.export program and check it against PyTorch
-  data       write the built-in shapes set (data shapes), check a COCO file (data check)
+  data       write the built-in shapes set (data shapes), check a COCO file (data check),
+             write images into tar shards (data shard)
   demo       a built-in end-to-end run: mask2former (default), supcon, mae, detr
 
 'vistra COMMAND --help' shows a command's options; 'vistra fit --config FILE.yaml
@@ -83,7 +84,17 @@ def data_command(words: list[str]) -> int:
     check.add_argument("annotations", help="COCO instance JSON")
     check.add_argument("--images", help="image folder (checks that every file exists and has "
                        "the size the file gives)")  # fmt: skip
+    shard = commands.add_parser("shard", help="write an image folder or list file into tar "
+                                "shards (WebDataset layout) for ShardSource")  # fmt: skip
+    shard.add_argument("source", help="a folder of class sub-folders, any image folder with "
+                       "--unlabelled, or a list file")  # fmt: skip
+    shard.add_argument("out", help="output folder")
+    shard.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    shard.add_argument("--unlabelled", action="store_true", help="every image under the "
+                       "folder, at any depth, without labels")  # fmt: skip
     options = parser.parse_args(words)
+    if options.command == "shard":
+        return shard_command(options)
     if options.command == "shapes":
         from vistra.data.shapes import write_shapes
 
@@ -101,6 +112,28 @@ def data_command(words: list[str]) -> int:
     for warning in report.warnings:
         print(f"  warning: {warning}")
     return 0 if report.ok else 1
+
+
+def shard_command(options) -> int:
+    from pathlib import Path
+
+    from vistra.data.shard_writer import write_shards
+    from vistra.data.sources.base import DataError
+
+    source_path = Path(options.source)
+    try:
+        if source_path.is_file():
+            from vistra.data.sources.list_file import ListFileSource as kind
+        elif options.unlabelled:
+            from vistra.data.sources.unlabelled_folder import UnlabelledFolderSource as kind
+        else:
+            from vistra.data.sources.image_folder import ImageFolderSource as kind
+        index = write_shards(kind(source_path), options.out, options.shard_size)
+    except (FileNotFoundError, ValueError, DataError) as error:
+        print(f"vistra data shard: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {index.parent} (read it with vistra.data.ShardSource)")
+    return 0
 
 
 def predict_help() -> str:
@@ -166,11 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     from vistra.data.sources.base import DataError
     from vistra.engine.finite import NonFiniteTrainingError
     from vistra.engine.lightning_cli import VistraCLI
+    from vistra.engine.preemption import Preempted
 
     try:
         VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except (UnsafeFileError, NonFiniteTrainingError, DataError, CheckpointMismatchError) as error:
         sys.exit(f"vistra: {one_line(error)}")
+    except Preempted as stop:
+        print(f"vistra: {stop.message}", file=sys.stderr)
+        sys.exit(0)
 
 
 def one_line(error: Exception) -> str:

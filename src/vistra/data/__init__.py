@@ -23,6 +23,7 @@ _WHERE = {
     "ImageSource": "vistra.data.sources.base",
     "ListFileSource": "vistra.data.sources.list_file",
     "SemanticSource": "vistra.data.sources.semantic",
+    "ShardSource": "vistra.data.sources.shards",
     "UnlabelledFolderSource": "vistra.data.sources.unlabelled_folder",
 }
 

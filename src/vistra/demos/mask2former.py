@@ -61,6 +61,7 @@ def _segmentation_picture(cli: VistraCLI, path: Path, count: int = 6) -> Path:
 
     from vistra.data.sources.base import load_image
     from vistra.inference.pictures import segmentation_overlay
+    from vistra.inference.results import Segmentation
 
     datamodule, task = cli.datamodule, cli.model
     task.network.eval()
@@ -73,8 +74,9 @@ def _segmentation_picture(cli: VistraCLI, path: Path, count: int = 6) -> Path:
     for index, result in enumerate(results):
         image = load_image(source.image_path(index))
         ids, segments = source.ground_truth(index)
-        truth = {"panoptic": (torch.from_numpy(ids), [
-            {"id": s.id, "label": source.label_of[s.category]} for s in segments])}  # fmt: skip
+        truth = Segmentation(torch.from_numpy(source.semantic_map(index)), torch.from_numpy(ids),
+                             [{"id": s.id, "label": source.label_of[s.category]}
+                              for s in segments])  # fmt: skip
         columns.append([segmentation_overlay(image, truth, names),
                         segmentation_overlay(image, result, names)])  # fmt: skip
     width = max(c[0].width for c in columns)

@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from vistra.convert.safe import load_torch_file
+from vistra.inference.checkpoint import model_class
 
 # The metric that says how well a run went, first found wins.
 HEADLINE_METRICS = ("val/PQ", "val/AP", "val/mIoU", "val/top1", "val/knn_top1", "train/loss")
@@ -80,7 +81,7 @@ class ParameterCount(L.Callback):
         for name, module in parts:
             total = sum(p.numel() for p in module.parameters())
             trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            print(f"{name} ({type(module).__name__}): {_millions(total)} parameters, "
+            print(f"{name} ({model_class(module).__name__}): {_millions(total)} parameters, "
                   f"{_millions(trainable)} trained")  # fmt: skip
 
 

@@ -32,8 +32,10 @@ from vistra.engine.classes import ClassCountError, data_classes, fill_num_classe
 from vistra.engine.finite import StopOnNonFinite
 from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
 from vistra.engine.prediction_files import PredictionFiles
+from vistra.engine.preemption import StopOnSignal
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
 from vistra.engine.seeding import StepSeeding
+from vistra.tasks.sharding import register_strategy
 
 # Without an interval, Lightning writes a checkpoint only after validation, which long runs do
 # rarely: a kill in between would lose everything since. Configs may set their own.
@@ -44,6 +46,7 @@ class VistraCLI(LightningCLI):
     """``vistra fit|validate|test|predict --config FILE.yaml [--key=value ...]``."""
 
     def __init__(self, *args, **kwargs) -> None:
+        register_strategy()
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("seed_everything_default", 0)
@@ -182,7 +185,7 @@ class VistraCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         callbacks = [*callbacks, ParameterCount(), FinalCheckpoint(), StopOnNonFinite(),
-                     StepSeeding()]  # fmt: skip
+                     StepSeeding(), StopOnSignal()]  # fmt: skip
         chosen = config.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)

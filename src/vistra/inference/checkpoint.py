@@ -16,10 +16,19 @@ from vistra.convert.safe import UnsafeFileError, load_torch_file
 NETWORK_KEY = "vistra_network"
 
 
+def model_class(network: nn.Module) -> type:
+    """The vistra class of ``network``; FSDP (``fully_shard``) replaces a module's class by a
+    subclass of it, which no checkpoint should name."""
+    for cls in type(network).__mro__:
+        if cls.__module__.startswith("vistra."):
+            return cls
+    return type(network)
+
+
 def network_spec(network: nn.Module) -> dict:
     if not hasattr(network, "config"):
         raise TypeError(f"{type(network).__name__} does not record its constructor arguments")
-    cls = type(network)
+    cls = model_class(network)
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(network.config)}
 
 

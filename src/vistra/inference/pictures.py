@@ -148,28 +148,27 @@ def write_panoptic_png(segment_ids, path: str | Path) -> Path:
 
 
 def segmentation_overlay(
-    image: Image.Image, result: dict, names: list[str], min_side: int = 288, alpha: float = 0.55
+    image: Image.Image, result, names: list[str], min_side: int = 288, alpha: float = 0.55
 ) -> Image.Image:
     """``image`` with each panoptic segment (or, without panoptic output, each semantic class)
     filled in a colour of its class, segment outlines, and a legend of the classes shown.
 
-    ``result``: one entry of ``SegmentationTask.infer`` (``"panoptic"``: (ids, segments with
-    "label"), ``"semantic"``: [H, W] labels).
+    ``result``: a ``vistra.inference.results.Segmentation`` (``panoptic`` ids with
+    ``segments`` holding "id" and "label", or only the ``semantic`` [H, W] labels).
     """
     import numpy as np
 
     scale = max(1, round(min_side / min(image.size)))
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    if "panoptic" in result:
-        ids, segments = result["panoptic"]
-        ids = ids.cpu().numpy()
-        label_of = {s["id"]: s["label"] for s in segments}
+    if result.panoptic is not None:
+        ids = result.panoptic.cpu().numpy()
+        label_of = {s["id"]: s["label"] for s in result.segments}
         labels = np.full(ids.shape, -1, dtype=np.int64)
         for segment_id, label in label_of.items():
             labels[ids == segment_id] = label
         regions = ids
     else:
-        labels = result["semantic"].cpu().numpy().astype(np.int64)
+        labels = result.semantic.cpu().numpy().astype(np.int64)
         regions = labels
     colours = np.array([PALETTE[i % len(PALETTE)] for i in range(max(len(names), 1))],
                        dtype=np.float32)  # fmt: skip

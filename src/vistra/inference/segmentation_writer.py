@@ -42,7 +42,6 @@ class SegmentationWriter(ResultWriter):
             image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
         semantic = result.semantic.numpy().astype(np.uint8)
         Image.fromarray(semantic).save(output_file(self.out / "semantic", record.stem, ".png"))
-        shown = {"semantic": result.semantic}
         if result.panoptic is not None:
             png = output_file(self.out / "panoptic", record.stem, ".png")
             write_panoptic_png(result.panoptic.numpy(), png)
@@ -52,12 +51,11 @@ class SegmentationWriter(ResultWriter):
                                    "isthing": int(s["isthing"]), "score": s["score"],
                                    "area": s["area"]} for s in result.segments],
             })  # fmt: skip
-            shown["panoptic"] = (result.panoptic, result.segments)
         if result.instances is not None:
             ids = self.spec.category_ids or list(range(int(result.semantic.max()) + 1))
             self.instances += masks_to_coco(record.image_id, result.instances, ids)
         names = self.spec.names or [str(i) for i in range(256)]
-        segmentation_overlay(image, shown, names).save(
+        segmentation_overlay(image, result, names).save(
             output_file(self.out / "pictures", record.stem, ".png")
         )
 

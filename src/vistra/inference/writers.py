@@ -143,7 +143,7 @@ class DetectionWriter(ResultWriter):
         (self.out / "detections.json").write_text(json.dumps(self.results))
         if self.empty:
             print(f"{len(self.empty)} of {len(self.images)} pictures have no box drawn; lower "
-                  "the threshold to see them (detections.json has every detection):",
-                  file=sys.stderr)  # fmt: skip
+                  "--threshold (--predictions.threshold with --config) to see them "
+                  "(detections.json has every detection):", file=sys.stderr)  # fmt: skip
             for line in self.empty[:10]:
                 print(f"  {line}", file=sys.stderr)

@@ -22,6 +22,7 @@ from vistra.models.layers.vit import (
     PRESETS,
     block_rows,
     random_masking,
+    run_blocks,
     sincos_2d_position_embedding,
     vit_layer_of,
 )
@@ -40,6 +41,8 @@ class MaskedAutoencoder(nn.Module):
         mlp_ratio: MLP hidden width / width for encoder and decoder blocks.
         in_chans: input channels.
         depth: encoder blocks instead of the preset's (small experiments and tests).
+        grad_checkpointing: recompute each block's activations in the backward pass (ViT-L/H:
+            memory for one block's activations instead of all).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class MaskedAutoencoder(nn.Module):
         mlp_ratio: float = 4.0,
         in_chans: int = 3,
         depth: int | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if size not in PRESETS:
@@ -67,12 +71,14 @@ class MaskedAutoencoder(nn.Module):
             size=size, image_size=image_size, patch_size=patch_size, decoder_width=decoder_width,
             decoder_depth=decoder_depth, decoder_heads=decoder_heads, mask_ratio=mask_ratio,
             norm_pix_loss=norm_pix_loss, mlp_ratio=mlp_ratio, in_chans=in_chans, depth=depth,
+            grad_checkpointing=grad_checkpointing,
         )  # fmt: skip
         width, preset_depth, heads = PRESETS[size]
         depth = preset_depth if depth is None else depth
         if depth < 1 or decoder_depth < 1:
             raise ValueError(f"depth and decoder_depth must be >= 1, got {depth}, {decoder_depth}")
         self.patch_size, self.mask_ratio, self.norm_pix_loss = patch_size, mask_ratio, norm_pix_loss
+        self.grad_checkpointing = grad_checkpointing
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.num_features = width
         norm = partial(nn.LayerNorm, eps=1e-6)  # the MAE repository's eps
@@ -179,8 +185,7 @@ class MaskedAutoencoder(nn.Module):
         tokens = self.project_patches(pixels)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(batch, -1, -1)
         hidden = torch.cat([cls, tokens + positions], dim=1)
-        for block in self.blocks:
-            hidden = block(hidden)
+        hidden = run_blocks(self.blocks, hidden, self.grad_checkpointing)
         return self.norm(hidden), mask, ids_restore
 
     def decoder_input(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
@@ -198,8 +203,7 @@ class MaskedAutoencoder(nn.Module):
     def forward_decoder(self, latent: Tensor, ids_restore: Tensor) -> Tensor:
         """latent [B, 1 + L_keep, width], ids_restore [B, L] -> pixel predictions [B, L, p*p*C]."""
         hidden = self.decoder_input(latent, ids_restore)
-        for block in self.decoder_blocks:
-            hidden = block(hidden)
+        hidden = run_blocks(self.decoder_blocks, hidden, self.grad_checkpointing)
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
     def forward(
@@ -235,8 +239,7 @@ class MaskedAutoencoder(nn.Module):
         latent, _, ids_restore = self.forward_encoder(images, self.mask_ratio, noise)
         removed = ids_restore.argsort(dim=1)[:, latent.shape[1] - 1 :]  # [B, R] patch indices
         hidden = self.decoder_input(latent, ids_restore)
-        for block in self.decoder_blocks[:-1]:
-            hidden = block(hidden)
+        hidden = run_blocks(self.decoder_blocks[:-1], hidden, self.grad_checkpointing)
         predictions = self.decode_removed(hidden, removed)
         return mae_loss(predictions, images, removed, self.patch_size, self.norm_pix_loss)
 
@@ -252,6 +255,11 @@ class MaskedAutoencoder(nn.Module):
         """
         hidden = block_rows(self.decoder_blocks[-1], hidden, removed + 1)
         return self.decoder_pred(self.decoder_norm(hidden))
+
+    def called_blocks(self) -> list[nn.Module]:
+        """The blocks only ever run through their own ``forward`` (sharding units): every
+        block but the decoder's last, which ``decode_removed`` runs in parts."""
+        return [*self.blocks, *self.decoder_blocks[:-1]]
 
     def forward_features(self, images: Tensor, pool: str = "avg") -> Tensor:
         """Deterministic features of the whole image (no masking): [B, width].

@@ -32,6 +32,7 @@ class ViTClassifier(nn.Module):
         trainable_blocks: partial fine-tuning: train only the last k blocks (and the head and
             its norm); None trains everything.
         depth: encoder blocks instead of the preset's (as ``MaskedAutoencoder``'s ``depth``).
+        grad_checkpointing: recompute each block's activations in the backward pass (timm's).
         checkpoint: weights to start from: a vistra MAE checkpoint, the MAE repository's
             ``mae_pretrain_*.pth`` or a Hugging Face ViTMAE checkpoint (encoder only). Its
             ``image_size`` may differ (same ``patch_size``): the position embeddings are
@@ -51,6 +52,7 @@ class ViTClassifier(nn.Module):
         mlp_ratio: float = 4.0,
         in_chans: int = 3,
         depth: int | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if num_classes is None:
@@ -70,6 +72,7 @@ class ViTClassifier(nn.Module):
             num_classes=num_classes, size=size, image_size=image_size, patch_size=patch_size,
             global_pool=global_pool, drop_path=drop_path, trainable_blocks=trainable_blocks,
             checkpoint=None, mlp_ratio=mlp_ratio, in_chans=in_chans, depth=depth,
+            grad_checkpointing=grad_checkpointing,
         )  # fmt: skip
         self.vit = VisionTransformer(
             img_size=image_size,
@@ -85,6 +88,7 @@ class ViTClassifier(nn.Module):
             drop_path_rate=drop_path,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
         )
+        self.vit.set_grad_checkpointing(grad_checkpointing)
         nn.init.trunc_normal_(self.vit.head.weight, std=2e-5)  # MAE fine-tuning head init
         nn.init.zeros_(self.vit.head.bias)
         self.num_features, self.num_classes = width, num_classes

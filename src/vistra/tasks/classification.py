@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from vistra.inference.checkpoint import load_network
 from vistra.tasks.class_count import NOT_SET, ClassCountCheck
 from vistra.tasks.inference import InferenceSteps
-from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, scaled_lr, with_cosine_schedule
 
 
 class AccuracyMetrics:
@@ -40,6 +40,9 @@ class LinearProbe(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningM
         network: a module with ``forward_features`` and ``num_features``.
         feature_norm: BatchNorm without affine before the head (the MAE linear-probe recipe).
         optimizer, lr, momentum, weight_decay, warmup_epochs: SGD recipe for the head.
+        base_lr: instead of ``lr``, the learning rate per 256 images: the absolute rate is
+            ``base_lr x global batch / 256`` (devices, nodes and accumulation counted; the
+            MAE probe: 0.1).
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class LinearProbe(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningM
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         warmup_epochs: float = 0,
+        base_lr: float | None = None,
     ) -> None:
         super().__init__()
         if (checkpoint is None) == (network is None):
@@ -103,6 +107,7 @@ class LinearProbe(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningM
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = build_optimizer(self.head, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum,
+        lr = hp.lr if hp.base_lr is None else scaled_lr(hp.base_lr, self.trainer)
+        optimizer = build_optimizer(self.head, hp.optimizer, lr, hp.weight_decay, hp.momentum,
                                     fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)

@@ -10,10 +10,11 @@ from torch import Tensor, nn
 from vistra.tasks.class_count import ClassCountCheck
 from vistra.tasks.classification import AccuracyMetrics
 from vistra.tasks.inference import InferenceSteps
-from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, scaled_lr, with_cosine_schedule
+from vistra.tasks.sharding import ShardableViT
 
 
-class FineTuning(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningModule):
+class FineTuning(ShardableViT, InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningModule):
     """Cross-entropy fine-tuning with mixup / cutmix, label smoothing and layer-wise lr decay.
 
     The MAE paper's recipe (ViT-B): AdamW (0.9, 0.999), base lr 5e-4 (lr = base_lr x global
@@ -28,6 +29,8 @@ class FineTuning(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningMo
         label_smoothing: applied to the (mixed) targets.
         layer_decay: None for one learning rate everywhere.
     """
+
+    sharded_methods = ("forward_features",)
 
     def __init__(
         self,
@@ -94,10 +97,7 @@ class FineTuning(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningMo
 
     def configure_optimizers(self):
         hp = self.hparams
-        datamodule = self.trainer.datamodule
-        batch = getattr(datamodule, "batch_size", 256) if datamodule is not None else 256
-        global_batch = batch * self.trainer.world_size * self.trainer.accumulate_grad_batches
-        lr = hp.base_lr * global_batch / 256
+        lr = scaled_lr(hp.base_lr, self.trainer)
         optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas,
                                     layer_decay=hp.layer_decay,
                                     fused=fused_allowed(self.trainer))  # fmt: skip

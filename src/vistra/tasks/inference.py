@@ -5,7 +5,7 @@ and a ``predict_step`` through ``vistra.inference`` (the same forward and post-p
 from __future__ import annotations
 
 from vistra.data.preprocess import Preprocess
-from vistra.inference.checkpoint import NETWORK_KEY, network_spec
+from vistra.inference.checkpoint import NETWORK_KEY, model_class, network_spec
 from vistra.inference.images import map_size
 from vistra.inference.network import InferenceNetwork, named_outputs
 from vistra.inference.postprocess import to_results
@@ -28,7 +28,7 @@ class InferenceSteps:
     def inference_kind(self) -> str | None:
         if getattr(self, "head", None) is not None and hasattr(self.network, "forward_features"):
             return "classification"
-        return KIND_OF_NETWORK.get(type(self.network).__name__)
+        return KIND_OF_NETWORK.get(model_class(self.network).__name__)
 
     def inference_thresholds(self) -> Thresholds:
         return Thresholds()

@@ -155,3 +155,20 @@ def with_cosine_schedule(optimizer: torch.optim.Optimizer, trainer, warmup_epoch
     steps_per_epoch, total = training_steps(trainer)
     scheduler = cosine_with_warmup(optimizer, round(warmup_epochs * steps_per_epoch), total)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def global_batch(trainer) -> int:
+    """Images per optimizer step over the whole run: the data module's per-device batch times
+    the processes (devices x nodes) times the gradient accumulation."""
+    datamodule = getattr(trainer, "datamodule", None)
+    batch = getattr(datamodule, "batch_size", None)
+    if batch is None:
+        raise ValueError("the learning rate scales with the batch: the data module must have "
+                         "a batch_size")  # fmt: skip
+    return batch * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def scaled_lr(base_lr: float, trainer) -> float:
+    """The linear scaling rule of MAE (and of its fine-tuning and linear probe): the absolute
+    learning rate is ``base_lr x global batch / 256``."""
+    return base_lr * global_batch(trainer) / 256

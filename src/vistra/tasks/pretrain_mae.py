@@ -9,10 +9,11 @@ from torch import Tensor, nn
 
 from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.knn_monitor import KNNMonitor
-from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
+from vistra.tasks.optim import build_optimizer, fused_allowed, scaled_lr, with_cosine_schedule
+from vistra.tasks.sharding import ShardableViT
 
 
-class MAEPretraining(InferenceSteps, KNNMonitor, L.LightningModule):
+class MAEPretraining(ShardableViT, InferenceSteps, KNNMonitor, L.LightningModule):
     """Train a ``MaskedAutoencoder`` on ``(images [B, 3, H, W], labels [B])`` batches.
 
     The paper's recipe: AdamW (0.9, 0.95), weight decay 0.05 (none on norms, biases, tokens,
@@ -27,6 +28,8 @@ class MAEPretraining(InferenceSteps, KNNMonitor, L.LightningModule):
         pictures: images of the first validation batch drawn as reconstruction grids each
             validation (0 = none); written to ``<log dir>/reconstructions/``.
     """
+
+    sharded_methods = ("pretraining_loss", "forward_features")
 
     def __init__(
         self,
@@ -81,12 +84,7 @@ class MAEPretraining(InferenceSteps, KNNMonitor, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        global_batch = (
-            self.trainer.datamodule.batch_size
-            * self.trainer.world_size
-            * self.trainer.accumulate_grad_batches
-        )
-        lr = hp.base_lr * global_batch / 256
+        lr = scaled_lr(hp.base_lr, self.trainer)
         optimizer = build_optimizer(self.network, "adamw", lr, hp.weight_decay, betas=hp.betas,
                                     fused=fused_allowed(self.trainer))  # fmt: skip
         return with_cosine_schedule(optimizer, self.trainer, hp.warmup_epochs)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 from timm.models.vision_transformer import Block
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 # (width, depth, heads) of the ViT sizes used in the paper and in timm.
 PRESETS = {
@@ -97,3 +98,20 @@ def vit_layer_of(name: str, num_layers: int) -> int:
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
     return num_layers
+
+
+def run_blocks(blocks, hidden: Tensor, recompute: bool = False) -> Tensor:
+    """``hidden`` through ``blocks`` in turn; with ``recompute`` (activation checkpointing,
+    in training) each block keeps only its input and recomputes the rest in the backward pass:
+    the same values and gradients for less memory."""
+    for block in blocks:
+        if recompute and torch.is_grad_enabled():
+            hidden = checkpoint(block, hidden, use_reentrant=False)
+        else:
+            hidden = block(hidden)
+    return hidden
+
+
+def transformer_blocks(network: nn.Module) -> list[nn.Module]:
+    """The ViT blocks of ``network`` (encoder and decoder), the units FSDP shards by."""
+    return [module for module in network.modules() if isinstance(module, Block)]
