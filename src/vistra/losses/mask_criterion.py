@@ -56,12 +56,16 @@ class MaskSetCriterion(WeightedTerms, nn.Module):
         self.base_weights = {"loss_ce": weight_ce, "loss_mask": weight_mask,
                              "loss_dice": weight_dice}  # fmt: skip
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: dict, targets: list[dict], across_ranks: bool = True
+    ) -> dict[str, Tensor]:
         """outputs: ``{"pred_logits" [B, Q, C+1], "pred_masks" [B, Q, h, w], "aux_outputs"}``;
         targets: per image ``{"labels": [T_i], "masks": [T_i, H, W] bool}`` (H, W: the padded
-        batch size, so that 0..1 coordinates mean the same place in prediction and target)."""
+        batch size, so that 0..1 coordinates mean the same place in prediction and target);
+        ``across_ranks``: normalise by the masks averaged over processes (training)."""
         device = outputs["pred_logits"].device
-        num_masks = num_targets_across_ranks(sum(len(t["labels"]) for t in targets), device)
+        count = sum(len(t["labels"]) for t in targets)
+        num_masks = num_targets_across_ranks(count, device, across_ranks)
         terms = self.layer_terms(outputs, targets, num_masks, log_extras=True)
         for index, aux in enumerate(outputs.get("aux_outputs", [])):
             aux_terms = self.layer_terms(aux, targets, num_masks, log_extras=False)

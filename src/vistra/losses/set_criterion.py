@@ -11,11 +11,13 @@ from torchvision.ops import box_convert, generalized_box_iou
 from vistra.losses.matcher import HungarianMatcher
 
 
-def num_targets_across_ranks(count: int, device: torch.device) -> float:
-    """Targets per rank averaged over all ranks (at least 1): the loss normaliser."""
+def num_targets_across_ranks(count: int, device: torch.device, across: bool = True) -> float:
+    """Targets per rank averaged over all ranks (at least 1): the loss normaliser. With
+    ``across=False`` this rank's own count: evaluation, where ranks may run different numbers
+    of batches and a collective per batch would wait forever."""
     total = torch.tensor(float(count), device=device)
     world = 1
-    if dist.is_available() and dist.is_initialized():
+    if across and dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
         world = dist.get_world_size()
     return max(total.item() / world, 1.0)
@@ -104,11 +106,15 @@ class SetCriterion(WeightedTerms, nn.Module):
         self.base_weights = {"loss_ce": weight_ce, "loss_bbox": weight_bbox,
                              "loss_giou": weight_giou}  # fmt: skip
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: dict, targets: list[dict], across_ranks: bool = True
+    ) -> dict[str, Tensor]:
         """outputs: the model's dict (``pred_logits``, ``pred_boxes``, optional ``aux_outputs``);
-        targets: per image ``{"labels": [N_i], "boxes": [N_i, 4] cxcywh in 0..1}``."""
+        targets: per image ``{"labels": [N_i], "boxes": [N_i, 4] cxcywh in 0..1}``;
+        ``across_ranks``: normalise by the targets averaged over processes (training)."""
         device = outputs["pred_logits"].device
-        num_boxes = num_targets_across_ranks(sum(len(t["labels"]) for t in targets), device)
+        count = sum(len(t["labels"]) for t in targets)
+        num_boxes = num_targets_across_ranks(count, device, across_ranks)
         terms = self.layer_terms(outputs, targets, num_boxes, log_extras=True)
         for index, aux in enumerate(outputs.get("aux_outputs", [])):
             aux_terms = self.layer_terms(aux, targets, num_boxes, log_extras=False)

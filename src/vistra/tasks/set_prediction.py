@@ -15,7 +15,9 @@ class SetPredictionSteps:
     def _step(self, batch, stage: str) -> tuple[Tensor, dict]:
         images, pixel_mask, targets = batch
         outputs = self.network(images, pixel_mask)
-        terms = self.criterion(outputs, targets)
+        # Evaluation ranks may hold different numbers of batches (each image on one rank):
+        # no collective inside a step there.
+        terms = self.criterion(outputs, targets, across_ranks=stage == "train")
         loss = self.criterion.total(terms)
         if stage == "train":  # named when a non-finite loss stops the run
             self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
