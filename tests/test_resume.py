@@ -133,6 +133,34 @@ def test_a_stop_signal_saves_the_step_and_the_run_continues_exactly(stop, tmp_pa
     assert_same_weights(weights(last), uninterrupted)
 
 
+def test_sigterm_stops_every_ddp_process_at_the_same_step(tmp_path):
+    """2 processes (DDP, gloo): SIGTERM reaches only the process the user started; the other
+    learns of it in the next step, both stop after the same step with code 0, and resuming
+    under DDP ends with the weights of an uninterrupted 2-process run."""
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    per_rank = (1437 + 1) // 2 // 128  # training batches per epoch on each of the 2 ranks
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    straight.mkdir(), stopped.mkdir()
+    finished(vistra_fit(straight, *ddp))
+    process = vistra_fit(stopped, *ddp)
+    deadline = time.monotonic() + 600
+    while logged_step(stopped) < per_rank + 2:
+        assert process.poll() is None, "the run ended before the signal"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stopped / RUN / "version_0" / "checkpoints" / "last.ckpt"
+    step = saved_step(last)
+    assert f"vistra: stopped by SIGTERM after step {step};" in stderr
+    assert step % per_rank > 0  # mid-epoch
+    finished(vistra_fit(stopped, *ddp, "--ckpt_path", "last"))
+    expected = weights(straight / RUN / "version_0/checkpoints/last.ckpt")
+    assert_same_weights(weights(last), expected)
+
+
 def test_checkpoint_paths_name_their_run(tmp_path):
     from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
 
