@@ -115,3 +115,9 @@ def test_both_predict_commands_write_the_same_files(family, data, tmp_path):
     assert EXPECTED[family] <= set(files)
     images = json.loads((tmp_path / "from_config/images.json").read_text())
     assert len(images) == 5
+    results = tmp_path / "from_config"
+    if family == "detr":  # every query of every image (not an empty run that agrees)
+        assert len(json.loads((results / "detections.json").read_text())) == 5 * 10
+    if family == "mask2former":  # the thing classes reached inference: panoptic and instances
+        panoptic = json.loads((results / "panoptic.json").read_text())["annotations"]
+        assert len(panoptic) == 5 and json.loads((results / "instances.json").read_text())

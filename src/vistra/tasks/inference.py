@@ -35,6 +35,10 @@ class InferenceSteps:
 
     def inference_categories(self) -> dict:
         """``names``, ``ids`` (the data's category ids) and ``thing_labels`` where known."""
+        if getattr(self, "category_ids", 0) is None and self._trainer is not None:
+            # Not read from the data yet (no validation before this checkpoint or prediction):
+            # a detection / segmentation task reads its categories and thing classes now.
+            self._categories_from_data()
         names = getattr(self, "class_names", None)
         ids = getattr(self, "category_ids", None)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
