@@ -4,7 +4,8 @@ numbers (DETR's dropout, MAE's masks, Mask2Former's point sampling), through the
 The uninterrupted run keeps every step checkpoint (``--checkpoint.save_top_k=-1``): the one
 from mid-epoch stands in for the ``last.ckpt`` a kill would have left (``test_resume.py`` kills
 a run for real). ``vistra fit --ckpt_path`` from that file, in a copy of the run folder, must
-end with bit-equal weights. DETR also resumes mid-epoch under 2-process DDP.
+end with the same weights (bit-equal here; ``assert_same_training`` says what else it allows).
+DETR also resumes mid-epoch under 2-process DDP.
 """
 
 from __future__ import annotations
@@ -53,10 +54,27 @@ def assert_resume_equals_straight(args: list[str], resume_step: int, folder: Pat
     assert "resuming from" in output
     (resumed_last,) = resumed.rglob("last*.ckpt")  # its own last.ckpt, no last-v1.ckpt
     expected, got = weights(last), weights(resumed_last)
-    assert torch.load(resumed_last, weights_only=True)["global_step"] > resume_step
+    steps = [torch.load(path, weights_only=True)["global_step"] for path in (last, resumed_last)]
+    assert steps[0] == steps[1] > resume_step
     assert expected.keys() == got.keys()
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+    assert_same_training(expected, got)
+
+
+def assert_same_training(expected: dict, got: dict) -> None:
+    """Bit-equal weights, or equal up to float rounding in a few elements.
+
+    On this machine the runs are bit-equal. Some CPUs' kernels sum in an order that depends on
+    thread scheduling, which leaves rounding-size differences that Adam can enlarge in the
+    few weights whose gradient is near zero. A resume that replays a wrong batch or a wrong
+    dropout mask moves nearly every weight instead (measured: 94% of them by over 1e-6).
+    """
+    names = [name for name in expected if expected[name].is_floating_point()]
+    for name in expected.keys() - names:
+        assert torch.equal(got[name], expected[name]), name
+    differences = torch.cat([(got[n] - expected[n]).abs().flatten().double() for n in names])
+    moved = (differences > 1e-6).double().mean().item()
+    worst = max(names, key=lambda n: (got[n] - expected[n]).abs().max().item())
+    assert moved < 1e-3, f"{moved:.1%} of the weights differ by over 1e-6 (most: {worst})"
 
 
 def test_detr_with_dropout_resumes_mid_epoch_exactly(shapes, tmp_path):
