@@ -121,8 +121,7 @@ def test_point_sample_is_bilinear_with_zero_padding():
 def test_uncertain_points_keeps_the_most_uncertain_share():
     logits = torch.full((3, 1, 16, 16), 10.0)
     logits[:, :, :, :8] = 0.0  # the left half is maximally uncertain
-    points = uncertain_points(logits, 40, oversample=3.0, importance=0.75,
-                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    points = uncertain_points(logits, 40, oversample=3.0, importance=0.75)
     assert points.shape == (3, 40, 2)
     assert ((points >= 0) & (points <= 1)).all()
     important = points[:, :30]
@@ -135,8 +134,8 @@ def test_uncertain_points_keeps_the_most_uncertain_share():
 def test_uncertain_points_are_exactly_the_top_candidates_plus_fresh_uniform_points():
     generator = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 1, 12, 12, generator=generator) * 3
-    points = uncertain_points(logits, 20, oversample=3.0, importance=0.75,
-                              generator=torch.Generator().manual_seed(5))  # fmt: skip
+    replayed = [torch.Generator().manual_seed(5)]
+    points = uncertain_points(logits, 20, 3.0, 0.75, generators=replayed, counts=[2])
     replay = torch.Generator().manual_seed(5)  # the same draws, in the same order
     candidates = torch.rand(2, 60, 2, generator=replay)
     extra = torch.rand(2, 5, 2, generator=replay)
@@ -202,6 +201,18 @@ def test_pairwise_sigmoid_ce_is_stable_for_extreme_logits_and_soft_targets():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
 
+def test_an_images_points_do_not_depend_on_the_other_images_in_its_batch():
+    # what makes a 4-process step equal the 1-process step on the concatenated batch
+    logits = torch.randn(5, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    seeds = [torch.Generator().manual_seed(s) for s in (11, 12, 13)]
+    together = uncertain_points(logits, 20, generators=seeds, counts=[2, 0, 3])
+    alone = uncertain_points(logits[2:], 20, generators=[torch.Generator().manual_seed(13)],
+                             counts=[3])  # fmt: skip
+    assert torch.equal(together[2:], alone)
+    with pytest.raises(ValueError, match="counts"):
+        uncertain_points(logits, 20, generators=seeds, counts=[2, 2])
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_mask_matcher_equals_brute_force_on_the_same_points(seed):
     import itertools
@@ -215,7 +226,7 @@ def test_mask_matcher_equals_brute_force_on_the_same_points(seed):
     masks = torch.rand(count, 16, 16, generator=generator) > 0.5
     target = {"labels": torch.randint(0, 3, (count,), generator=generator), "masks": masks}
     matcher = MaskHungarianMatcher(2, 5, 5, num_points=64)
-    ((rows, cols),) = matcher(outputs, [target], generator=torch.Generator().manual_seed(9))
+    ((rows, cols),) = matcher(outputs, [target], [torch.Generator().manual_seed(9)])
     points = torch.rand(1, 64, 2, generator=torch.Generator().manual_seed(9))  # the same draw
     predicted = point_sample(outputs["pred_masks"][0][:, None], points.expand(queries, -1, -1))[
         :, 0

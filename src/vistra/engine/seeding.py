@@ -7,6 +7,11 @@ else consumed random numbers before it (a data loader's worker seeds, a sanity c
 that skipped half an epoch). So a run resumed mid-epoch with ``--ckpt_path`` draws exactly
 what the uninterrupted run drew. Data augmentation is seeded per sample already
 (``vistra.data.sampling``).
+
+What belongs to one image (its MAE mask, the points its masks are scored on) is drawn from
+that image's own generator, seeded by the image's place in the epoch's order
+(``sample_seeds``). Those draws are then the same whether a global batch of 64 runs on one
+process or as 4 x 16 on four, so a run's first step equals the single-process step.
 """
 
 from __future__ import annotations
@@ -22,6 +27,20 @@ _MODULUS = 2**63 - 1
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
     """A seed for one (epoch, batch, rank): distinct ranks draw distinct dropout masks."""
     return (((seed * 1_000_003 + epoch) * 10_000_019 + batch_idx) * 1_009 + rank) % _MODULUS
+
+
+def sample_seeds(
+    seed: int, epoch: int, batch_idx: int, batch_size: int, count: int, rank: int, world: int
+) -> list[int]:
+    """Seeds of the ``count`` images of one rank's training batch.
+
+    Rank r's sampler takes every ``world``-th key of the epoch's order, so its j-th image of
+    batch k sits at ``world * (k * batch_size + j) + r`` of that order: on one process with a
+    ``world`` times larger batch, the same image has the same place and the same seed.
+    """
+    first = world * batch_idx * batch_size + rank
+    return [((seed * 1_000_033 + epoch) * 10_000_079 + first + world * j) % _MODULUS
+            for j in range(count)]  # fmt: skip
 
 
 class StepSeeding(L.Callback):

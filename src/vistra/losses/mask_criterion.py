@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from vistra.losses.mask_losses import dice_loss, sigmoid_ce_loss
 from vistra.losses.mask_matcher import MaskHungarianMatcher
-from vistra.losses.set_criterion import WeightedTerms, class_terms, num_targets_across_ranks
+from vistra.losses.set_criterion import WeightedTerms, class_terms, set_normalisers
 from vistra.models.layers.point_sample import point_sample, uncertain_points
 
 
@@ -47,7 +47,7 @@ class MaskSetCriterion(WeightedTerms, nn.Module):
         super().__init__()
         if num_classes < 1 or not 0 <= eos_coef <= 1:
             raise ValueError(f"need num_classes >= 1 and 0 <= eos_coef <= 1, got {eos_coef}")
-        self.num_classes = num_classes
+        self.num_classes, self.eos_coef = num_classes, eos_coef
         self.matcher = matcher or MaskHungarianMatcher(num_points=num_points)
         self.num_points, self.oversample, self.importance = num_points, oversample, importance
         class_weight = torch.ones(num_classes + 1)
@@ -57,28 +57,40 @@ class MaskSetCriterion(WeightedTerms, nn.Module):
                              "loss_dice": weight_dice}  # fmt: skip
 
     def forward(
-        self, outputs: dict, targets: list[dict], across_ranks: bool = True
+        self,
+        outputs: dict,
+        targets: list[dict],
+        across_ranks: bool = True,
+        generators: list[torch.Generator] | None = None,
     ) -> dict[str, Tensor]:
         """outputs: ``{"pred_logits" [B, Q, C+1], "pred_masks" [B, Q, h, w], "aux_outputs"}``;
         targets: per image ``{"labels": [T_i], "masks": [T_i, H, W] bool}`` (H, W: the padded
         batch size, so that 0..1 coordinates mean the same place in prediction and target);
-        ``across_ranks``: normalise by the masks averaged over processes (training)."""
-        device = outputs["pred_logits"].device
-        count = sum(len(t["labels"]) for t in targets)
-        num_masks = num_targets_across_ranks(count, device, across_ranks)
-        terms = self.layer_terms(outputs, targets, num_masks, log_extras=True)
+        ``across_ranks``: normalise by the masks averaged over processes (training);
+        ``generators``: one per image for its random points (None: torch's global one)."""
+        logits = outputs["pred_logits"]
+        norms = set_normalisers(targets, logits.shape[1], self.eos_coef, logits.device,
+                                across_ranks)  # fmt: skip
+        terms = self.layer_terms(outputs, targets, norms, True, generators)
         for index, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_terms = self.layer_terms(aux, targets, num_masks, log_extras=False)
+            aux_terms = self.layer_terms(aux, targets, norms, False, generators)
             terms.update({f"{name}_{index}": value for name, value in aux_terms.items()})
         return terms
 
     def layer_terms(
-        self, outputs: dict, targets: list[dict], num_masks: float, log_extras: bool
+        self,
+        outputs: dict,
+        targets: list[dict],
+        norms: tuple[float, float],
+        log_extras: bool,
+        generators: list[torch.Generator] | None = None,
     ) -> dict[str, Tensor]:
-        matches = self.matcher(outputs, targets)
+        """norms: ``set_normalisers`` (target masks, class weight)."""
+        num_masks, weight_total = norms
+        matches = self.matcher(outputs, targets, generators)
         logits = outputs["pred_logits"].float()
         terms, (batch_index, query_index) = class_terms(
-            logits, matches, targets, self.class_weight, log_extras
+            logits, matches, targets, self.class_weight, log_extras, weight_total
         )
         predicted = outputs["pred_masks"][batch_index, query_index].float()[:, None]  # [M,1,h,w]
         if len(predicted) == 0:  # no objects in the batch: the mask terms are zero, not NaN
@@ -88,8 +100,9 @@ class MaskSetCriterion(WeightedTerms, nn.Module):
             matched_masks = torch.cat([t["masks"][j.to(t["masks"].device)]
                                        for t, (_, j) in zip(targets, matches)])  # fmt: skip
             with torch.no_grad():
+                counts = [len(rows) for rows, _ in matches]
                 points = uncertain_points(predicted, self.num_points, self.oversample,
-                                          self.importance)  # fmt: skip
+                                          self.importance, generators, counts)  # fmt: skip
                 point_targets = point_sample(matched_masks[:, None].float(), points)[:, 0]
             point_logits = point_sample(predicted, points)[:, 0]
             terms["loss_mask"] = sigmoid_ce_loss(point_logits, point_targets, num_masks)

@@ -63,14 +63,14 @@ class MaskHungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, outputs: dict, targets: list[dict], generator: torch.Generator | None = None
+        self, outputs: dict, targets: list[dict], generators: list[torch.Generator] | None = None
     ) -> list[tuple[Tensor, Tensor]]:
         """Match each image's queries to its target masks.
 
         Args:
             outputs: ``{"pred_logits": [B, Q, C+1], "pred_masks": [B, Q, h, w]}``.
             targets: per image ``{"labels": [T_i], "masks": [T_i, H, W] bool}``.
-            generator: for the random points (reproducible matching).
+            generators: one per image for its random points (None: torch's global one).
 
         Returns:
             per image ``(query_indices [M_i], target_indices [M_i])``, M_i = min(Q, T_i).
@@ -81,6 +81,7 @@ class MaskHungarianMatcher(nn.Module):
                 empty = torch.empty(0, dtype=torch.int64)
                 matches.append((empty, empty))
                 continue
+            generator = generators[image] if generators is not None else None
             cost = self.cost_matrix(outputs, image, target, generator)
             if not torch.isfinite(cost).all():
                 raise FloatingPointError(

@@ -15,22 +15,51 @@ def num_targets_across_ranks(count: int, device: torch.device, across: bool = Tr
     """Targets per rank averaged over all ranks (at least 1): the loss normaliser. With
     ``across=False`` this rank's own count: evaluation, where ranks may run different numbers
     of batches and a collective per batch would wait forever."""
-    total = torch.tensor(float(count), device=device)
+    return max(averaged_over_ranks([count], device, across)[0], 1.0)
+
+
+def averaged_over_ranks(values: list[float], device: torch.device, across: bool) -> list[float]:
+    """``values`` averaged over the processes (one collective), or as they are."""
+    total = torch.tensor([float(v) for v in values], device=device)
     world = 1
     if across and dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
         world = dist.get_world_size()
-    return max(total.item() / world, 1.0)
+    return (total / world).tolist()
+
+
+def set_normalisers(
+    targets: list[dict], queries: int, eos_coef: float, device: torch.device, across: bool
+) -> tuple[float, float]:
+    """(targets, summed class weight of every query's target), per rank averaged over ranks.
+
+    Every target is matched (``queries`` >= targets) in every decoder layer, so the class
+    weights of a batch sum to matched + ``eos_coef`` x unmatched whatever the matching. Dividing
+    the weighted cross-entropy by their average over ranks, rather than by each rank's own sum
+    as ``F.cross_entropy`` does, makes a 4-process step equal the 1-process step.
+    """
+    count = sum(len(t["labels"]) for t in targets)
+    matched = sum(min(queries, len(t["labels"])) for t in targets)
+    weight = matched + eos_coef * (len(targets) * queries - matched)
+    count, weight = averaged_over_ranks([count, weight], device, across)
+    return max(count, 1.0), weight
 
 
 def class_terms(
-    logits: Tensor, matches: list, targets: list[dict], class_weight: Tensor, log_extras: bool
+    logits: Tensor,
+    matches: list,
+    targets: list[dict],
+    class_weight: Tensor,
+    log_extras: bool,
+    weight_total: float | None = None,
 ) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor]]:
     """Cross-entropy of every query (matched: its target's class, others: "no object", the
     last class, weighted by ``class_weight``) and, with ``log_extras``, the class error (%) of
     the matched queries. Returns the terms and the matched (batch, query) indices.
 
-    logits [B, Q, C+1] float; matches: per image (query indices, target indices).
+    logits [B, Q, C+1] float; matches: per image (query indices, target indices);
+    weight_total: the divisor of the weighted sum (``set_normalisers``; None: this batch's
+    summed weights, ``F.cross_entropy``'s weighted mean).
     """
     device = logits.device
     batch_index = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)])
@@ -40,7 +69,11 @@ def class_terms(
     target_classes = torch.full(logits.shape[:2], logits.shape[-1] - 1, dtype=torch.int64,
                                 device=device)  # fmt: skip
     target_classes[batch_index, query_index] = matched_labels
-    terms = {"loss_ce": F.cross_entropy(logits.transpose(1, 2), target_classes, class_weight)}
+    weighted = F.cross_entropy(logits.transpose(1, 2), target_classes, class_weight,
+                               reduction="none")  # fmt: skip
+    if weight_total is None:
+        weight_total = class_weight[target_classes].sum()
+    terms = {"loss_ce": weighted.sum() / weight_total}
     if log_extras:
         with torch.no_grad():
             if len(matched_labels):
@@ -98,7 +131,7 @@ class SetCriterion(WeightedTerms, nn.Module):
         super().__init__()
         if num_classes < 1 or not 0 <= eos_coef <= 1:
             raise ValueError(f"need num_classes >= 1 and 0 <= eos_coef <= 1, got {eos_coef}")
-        self.num_classes = num_classes
+        self.num_classes, self.eos_coef = num_classes, eos_coef
         self.matcher = matcher or HungarianMatcher()
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = eos_coef
@@ -112,22 +145,24 @@ class SetCriterion(WeightedTerms, nn.Module):
         """outputs: the model's dict (``pred_logits``, ``pred_boxes``, optional ``aux_outputs``);
         targets: per image ``{"labels": [N_i], "boxes": [N_i, 4] cxcywh in 0..1}``;
         ``across_ranks``: normalise by the targets averaged over processes (training)."""
-        device = outputs["pred_logits"].device
-        count = sum(len(t["labels"]) for t in targets)
-        num_boxes = num_targets_across_ranks(count, device, across_ranks)
-        terms = self.layer_terms(outputs, targets, num_boxes, log_extras=True)
+        logits = outputs["pred_logits"]
+        norms = set_normalisers(targets, logits.shape[1], self.eos_coef, logits.device,
+                                across_ranks)  # fmt: skip
+        terms = self.layer_terms(outputs, targets, norms, log_extras=True)
         for index, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_terms = self.layer_terms(aux, targets, num_boxes, log_extras=False)
+            aux_terms = self.layer_terms(aux, targets, norms, log_extras=False)
             terms.update({f"{name}_{index}": value for name, value in aux_terms.items()})
         return terms
 
     def layer_terms(
-        self, outputs: dict, targets: list[dict], num_boxes: float, log_extras: bool
+        self, outputs: dict, targets: list[dict], norms: tuple[float, float], log_extras: bool
     ) -> dict[str, Tensor]:
+        """norms: ``set_normalisers`` (targets, class weight)."""
+        num_boxes, weight_total = norms
         matches = self.matcher(outputs, targets)
         logits = outputs["pred_logits"].float()
         terms, (batch_index, query_index) = class_terms(
-            logits, matches, targets, self.class_weight, log_extras
+            logits, matches, targets, self.class_weight, log_extras, weight_total
         )
 
         predicted = outputs["pred_boxes"][batch_index, query_index].float()

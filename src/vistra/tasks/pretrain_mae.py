@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, fused_allowed, scaled_lr, with_cosine_schedule
+from vistra.tasks.sample_randomness import sample_generators, uniform_rows
 from vistra.tasks.sharding import ShardableViT
 
 
@@ -51,7 +52,12 @@ class MAEPretraining(ShardableViT, InferenceSteps, KNNMonitor, L.LightningModule
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, _ = batch
-        loss = self.network.pretraining_loss(images)
+        generators = sample_generators(self, batch_idx, len(images))
+        noise = None
+        if generators is not None:  # each image's mask from its own generator
+            patches = self.network.grid[0] * self.network.grid[1]
+            noise = uniform_rows(generators, patches, images.device)
+        loss = self.network.pretraining_loss(images, noise)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 

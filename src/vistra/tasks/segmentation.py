@@ -22,6 +22,7 @@ from vistra.losses import MaskHungarianMatcher, MaskSetCriterion
 from vistra.tasks.class_count import ClassCountCheck
 from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.optim import adamw, cosine_with_warmup, poly_with_warmup, training_steps
+from vistra.tasks.sample_randomness import sample_generators
 from vistra.tasks.set_prediction import SetPredictionSteps
 
 
@@ -227,6 +228,10 @@ class SegmentationTask(InferenceSteps, ClassCountCheck, SetPredictionSteps, L.Li
         self.coco_images = [i for g in gathered for i in g[2]]
 
     # -- optimisation and checkpoints --------------------------------------------------------------
+
+    def criterion_options(self, batch_idx: int, count: int) -> dict:
+        """Each image's matching and loss points from its own generator (engine.seeding)."""
+        return {"generators": sample_generators(self, batch_idx, count, self.device)}
 
     def configure_optimizers(self):
         hp = self.hparams

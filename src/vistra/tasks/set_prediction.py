@@ -12,12 +12,17 @@ class SetPredictionSteps:
     def forward(self, images: Tensor, pixel_mask: Tensor | None = None) -> dict:
         return self.network(images, pixel_mask)
 
-    def _step(self, batch, stage: str) -> tuple[Tensor, dict]:
+    def criterion_options(self, batch_idx: int, count: int) -> dict:
+        """Extra keyword arguments of the training criterion (per-image generators...)."""
+        return {}
+
+    def _step(self, batch, stage: str, batch_idx: int = 0) -> tuple[Tensor, dict]:
         images, pixel_mask, targets = batch
         outputs = self.network(images, pixel_mask)
+        options = self.criterion_options(batch_idx, len(targets)) if stage == "train" else {}
         # Evaluation ranks may hold different numbers of batches (each image on one rank):
         # no collective inside a step there.
-        terms = self.criterion(outputs, targets, across_ranks=stage == "train")
+        terms = self.criterion(outputs, targets, across_ranks=stage == "train", **options)
         loss = self.criterion.total(terms)
         if stage == "train":  # named when a non-finite loss stops the run
             self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
@@ -29,5 +34,5 @@ class SetPredictionSteps:
         return loss, outputs
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        loss, _ = self._step(batch, "train")
+        loss, _ = self._step(batch, "train", batch_idx)
         return loss

@@ -20,7 +20,8 @@ def uncertain_points(
     num_points: int,
     oversample: float = 3.0,
     importance: float = 0.75,
-    generator: torch.Generator | None = None,
+    generators: list[torch.Generator] | None = None,
+    counts: list[int] | None = None,
 ) -> Tensor:
     """Mask2Former's importance sampling of training points (Kirillov et al. 2020, PointRend).
 
@@ -29,6 +30,8 @@ def uncertain_points(
 
     Args:
         logits: [N, 1, H, W] mask logits (one mask per row).
+        generators, counts: rows in groups (an image's masks), group i drawn from
+            ``generators[i]`` (its ``counts[i]`` rows); None: torch's global generator.
 
     Returns:
         [N, num_points, 2] (x, y) in 0..1.
@@ -38,10 +41,28 @@ def uncertain_points(
                          f"{importance}")  # fmt: skip
     count = logits.shape[0]
     sampled = int(num_points * oversample)
-    candidates = torch.rand(count, sampled, 2, device=logits.device, generator=generator)
+    candidates = uniform_points(count, sampled, logits.device, generators, counts)
     uncertainty = -point_sample(logits.float(), candidates).abs()[:, 0]  # [N, sampled]
     keep = int(importance * num_points)
     chosen = uncertainty.topk(keep, dim=1, sorted=False).indices  # order irrelevant: no sort
     picked = candidates.gather(1, chosen[..., None].expand(-1, -1, 2))
-    extra = torch.rand(count, num_points - keep, 2, device=logits.device, generator=generator)
+    extra = uniform_points(count, num_points - keep, logits.device, generators, counts)
     return torch.cat([picked, extra], dim=1)
+
+
+def uniform_points(
+    rows: int,
+    points: int,
+    device: torch.device | str,
+    generators: list[torch.Generator] | None = None,
+    counts: list[int] | None = None,
+) -> Tensor:
+    """[rows, points, 2] uniform (x, y); with ``generators``, the ``counts[i]`` rows of group i
+    from ``generators[i]``."""
+    if generators is None:
+        return torch.rand(rows, points, 2, device=device)
+    if counts is None or len(counts) != len(generators) or sum(counts) != rows:
+        raise ValueError(f"counts {counts} must give the rows ({rows}) of each generator")
+    groups = [torch.rand(n, points, 2, device=device, generator=g)
+              for g, n in zip(generators, counts) if n]  # fmt: skip
+    return torch.cat(groups) if groups else torch.rand(0, points, 2, device=device)
