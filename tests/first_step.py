@@ -1,6 +1,7 @@
 """A callback the world-size tests add to ``vistra fit`` to read its first training step: the
-loss this process computed and the gradients the optimizer is about to use (after DDP has
-averaged them, before clipping). It only records; the run is the user's."""
+loss this process computed, the gradients the optimizer is about to use (after DDP has
+averaged them, before clipping) and the floating buffers after the step (BatchNorm's running
+statistics). It only records; the run is the user's."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class FirstStepRecorder(L.Callback):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        torch.save({"loss": loss.detach().float(), "gradients": self.gradients},
-                   self.folder / f"rank{trainer.global_rank}.pt")  # fmt: skip
+        buffers = {name: b.detach().float().clone() for name, b in pl_module.named_buffers()
+                   if b.is_floating_point()}  # fmt: skip
+        torch.save({"loss": loss.detach().float(), "gradients": self.gradients,
+                    "buffers": buffers}, self.folder / f"rank{trainer.global_rank}.pt")  # fmt: skip
         self.saved = True

@@ -82,6 +82,9 @@ def assert_same_step(single: dict, ranks: list[dict], rtol: float = 1e-4) -> Non
         for name, gradient in rank["gradients"].items():
             torch.testing.assert_close(gradient, expected[name], rtol=rtol, atol=rtol * scale,
                                        msg=name)  # fmt: skip
+        for name, buffer in rank["buffers"].items():  # running statistics of the global batch
+            torch.testing.assert_close(buffer, single["buffers"][name], rtol=rtol, atol=1e-6,
+                                       msg=name)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +120,10 @@ def test_mask2former_first_step_at_world_size_4(shapes, tmp_path):
             # hide in its rounding, so the comparison runs in float32
             "--trainer.precision=32-true"]  # fmt: skip
     assert_same_step(*first_steps(args, tmp_path), rtol=1e-3)
+
+
+def test_supcon_first_step_at_world_size_4(tmp_path):
+    args = ["fit", "--config", CONFIGS / "supcon/resnet18_digits.yaml",
+            "--data.init_args.image_size=16",
+            "--model.init_args.network.init_args.hidden_dim=64"]  # fmt: skip
+    assert_same_step(*first_steps(args, tmp_path))

@@ -6,6 +6,7 @@ import lightning as L
 from torch import Tensor, nn
 
 from vistra.losses.supcon import SupConLoss
+from vistra.models.layers.global_batchnorm import use_global_batchnorm
 from vistra.tasks.inference import InferenceSteps
 from vistra.tasks.knn_monitor import KNNMonitor
 from vistra.tasks.optim import build_optimizer, fused_allowed, with_cosine_schedule
@@ -55,6 +56,12 @@ class ContrastivePretraining(InferenceSteps, KNNMonitor, L.LightningModule):
             origin = getattr(datamodule, "classes_origin", "the data")
             print(f"{origin}: no labels, so the loss is SimCLR's (SupCon without labels)")
             self.labelled = False
+
+    def configure_model(self) -> None:
+        # SimCLR / SupCon normalise over the global batch: per-process BatchNorm statistics
+        # would let the network tell processes apart (and change the step with the world size)
+        if self.trainer.world_size > 1:
+            use_global_batchnorm(self.network)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)
