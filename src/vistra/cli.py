@@ -84,10 +84,15 @@ def data_command(words: list[str]) -> int:
     check.add_argument("annotations", help="COCO instance JSON")
     check.add_argument("--images", help="image folder (checks that every file exists and has "
                        "the size the file gives)")  # fmt: skip
-    shard = commands.add_parser("shard", help="write an image folder or list file into tar "
-                                "shards (WebDataset layout) for ShardSource")  # fmt: skip
+    shard = commands.add_parser("shard", help="write an image folder, list file or COCO "
+                                "instance / panoptic set into tar shards")  # fmt: skip
     shard.add_argument("source", help="a folder of class sub-folders, any image folder with "
-                       "--unlabelled, or a list file")  # fmt: skip
+                       "--unlabelled, a list file, or a COCO instance / panoptic JSON with "
+                       "--images")  # fmt: skip
+    shard.add_argument("--images", help="with a COCO JSON: the folder its file_name entries are "
+                       "in")  # fmt: skip
+    shard.add_argument("--panoptic-pngs", help="with a panoptic JSON: its PNG folder (default: "
+                       "the JSON path without .json)")  # fmt: skip
     shard.add_argument("out", help="output folder")
     shard.add_argument("--shard-size", type=int, default=1000, help="images per shard")
     shard.add_argument("--unlabelled", action="store_true", help="every image under the "
@@ -122,6 +127,8 @@ def shard_command(options) -> int:
 
     source_path = Path(options.source)
     try:
+        if options.images or source_path.suffix.lower() == ".json":
+            return shard_annotated_command(options)
         if source_path.is_file():
             from vistra.data.sources.list_file import ListFileSource as kind
         elif options.unlabelled:
@@ -133,6 +140,22 @@ def shard_command(options) -> int:
         print(f"vistra data shard: {error}", file=sys.stderr)
         return 2
     print(f"wrote {index.parent} (read it with vistra.data.ShardSource)")
+    return 0
+
+
+def shard_annotated_command(options) -> int:
+    from vistra.data.annotated_shards import shard_annotated_set
+
+    if not options.images:
+        print(f"vistra data shard: {options.source}: a COCO file needs --images FOLDER",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    written = shard_annotated_set(options.source, options.images, options.out,
+                                  options.shard_size, options.panoptic_pngs)  # fmt: skip
+    print(f"wrote {options.out}: train or validate on it with")
+    print(f"  --data.init_args.train_annotations {written['annotations']} "
+          f"--data.init_args.train_images {written['images']}")  # fmt: skip
+    print("  (or val_annotations / val_images)")
     return 0
 
 

@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vistra.data.shard_files import image_folder
+
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (COCO rounds coordinates)
 
 
@@ -136,7 +138,7 @@ def _check_images(
     report: CocoReport, images: list, images_dir, image_sizes: bool
 ) -> dict[int, tuple[int, int] | None]:
     sizes: dict[int, tuple[int, int] | None] = {}
-    folder = Path(images_dir) if images_dir is not None else None
+    folder = image_folder(images_dir) if images_dir is not None else None
     first_at: dict[int, int] = {}
     for index, image in enumerate(images):
         where = f"images[{index}]"
@@ -167,8 +169,10 @@ def _check_images(
 def _check_image_size(report: CocoReport, where: str, path: Path, width: int, height: int):
     from PIL import Image, ImageOps
 
+    from vistra.data.shard_files import open_binary
+
     try:
-        with Image.open(path) as opened:
+        with open_binary(path) as handle, Image.open(handle) as opened:
             stored = opened.size
             turned = ImageOps.exif_transpose(opened).size if opened.getexif() else stored
     except Exception as error:  # noqa: BLE001 - any decoder failure: unreadable

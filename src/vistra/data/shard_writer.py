@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vistra.data.shard_files import FILES_FORMAT
+from vistra.data.shard_files import INDEX as FILES_INDEX
 from vistra.data.sources.base import UNLABELLED, ImageSource
 
 INDEX = "index.json"
@@ -77,3 +79,25 @@ def add_sample(archive: tarfile.TarFile, source: ImageSource, index: int) -> lis
     name = source.item_name(index).as_posix()
     add_member(archive, f"{key}.json", json.dumps({"name": name}).encode())
     return [name, offset, len(data), label]
+
+
+def write_file_shards(files: list[tuple[str, Path]], out: str | Path, shard_size: int) -> Path:
+    """Files by relative name -> ``out/shard-NNNNNN.tar`` of ``shard_size`` files each, and
+    ``out/index.json`` (``vistra.data.shard_files``); returns ``out``."""
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, shard_names = {}, []
+    with tqdm(total=len(files), desc=f"shard {out.name}", unit="file") as progress:
+        for start in range(0, len(files), shard_size):
+            shard = f"shard-{len(shard_names):06d}.tar"
+            with tarfile.open(out / shard, "w") as archive:
+                for name, path in files[start : start + shard_size]:
+                    data = Path(path).read_bytes()
+                    entries[name] = [shard, add_member(archive, name, data), len(data)]
+                    progress.update(1)
+            shard_names.append(shard)
+    index = {"format": FILES_FORMAT, "shards": shard_names, "files": entries}
+    (out / FILES_INDEX).write_text(json.dumps(index))
+    return out

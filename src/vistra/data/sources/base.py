@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from vistra.data.shard_files import open_binary
+
 UNLABELLED = -1
 
 
@@ -41,7 +43,7 @@ def load_image(path: str | Path, upright: bool = True) -> Image.Image:
     """Open ``path`` as an RGB PIL image (see ``as_rgb``), raising ``ImageLoadError`` naming
     the file."""
     try:
-        with Image.open(path) as image:
+        with open_binary(path) as handle, Image.open(handle) as image:
             return as_rgb(image, upright)
     except FileNotFoundError as error:
         raise ImageLoadError(f"{path}: image file not found") from error
@@ -74,7 +76,7 @@ def load_image_as_annotated(path: Path, size: tuple[int, int], where: str) -> Im
 def readable(path: str | Path) -> str | None:
     """``None`` when ``path`` decodes as an image, else the reason it does not."""
     try:
-        with Image.open(path) as image:
+        with open_binary(path) as handle, Image.open(handle) as image:
             image.load()
     except Exception as error:  # noqa: BLE001 - any decoder failure means "unreadable"
         return str(error) or type(error).__name__

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from vistra.data.coco_check import check_coco
+from vistra.data.shard_files import image_folder
 from vistra.data.sources.base import AnnotatedFiles, load_image_as_annotated, readable
 
 
@@ -34,7 +35,8 @@ class COCODetectionSource(AnnotatedFiles, Dataset):
 
     Args:
         annotations: the instance JSON (``instances_val2017.json``-style).
-        images: the folder the JSON's ``file_name`` entries are relative to.
+        images: the folder the JSON's ``file_name`` entries are relative to, or a shard
+            folder of those files (``vistra data shard``).
         with_masks: also decode instance masks (polygons or RLE) for segmentation.
         skip_bad_images: drop images that do not decode, with one warning and a count,
             instead of failing on the first.
@@ -49,7 +51,7 @@ class COCODetectionSource(AnnotatedFiles, Dataset):
     ) -> None:
         from pycocotools.coco import COCO
 
-        self.annotation_file, self.image_dir = Path(annotations), Path(images)
+        self.annotation_file, self.image_dir = Path(annotations), image_folder(images)
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"{self.image_dir}: image folder not found")
         check_coco(self.annotation_file, self.image_dir).raise_if_bad()

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from vistra.data.segment import Segment
+from vistra.data.shard_files import image_folder, open_binary
 from vistra.data.sources.base import (
     AnnotatedFiles,
     DataError,
@@ -53,7 +54,7 @@ def read_json(path: Path) -> dict:
 def decode_segment_ids(path: Path) -> np.ndarray:
     """A COCO panoptic PNG -> segment ids [H, W] int64 (R + 256 G + 256^2 B)."""
     try:
-        with Image.open(path) as png:
+        with open_binary(path) as handle, Image.open(handle) as png:
             rgb = np.asarray(png.convert("RGB"), dtype=np.int64)
     except FileNotFoundError:
         raise DataError(f"{path}: panoptic PNG not found") from None
@@ -67,17 +68,17 @@ class COCOPanopticSource(AnnotatedFiles, Dataset):
 
     Args:
         annotations: ``panoptic_val2017.json``-style file.
-        images: folder of the images (``file_name`` of the ``images`` entries).
-        panoptic_pngs: folder of the segment PNGs; default: the JSON path without ``.json``.
+        images: folder of the images (``file_name`` of the ``images`` entries), or a shard
+            folder of them (``vistra data shard``).
+        panoptic_pngs: folder (or shard folder) of the segment PNGs; default: the JSON path
+            without ``.json``.
     """
 
     def __init__(
         self, annotations: str | Path, images: str | Path, panoptic_pngs: str | Path | None = None
     ) -> None:
-        self.annotation_file, self.image_dir = Path(annotations), Path(images)
-        self.png_dir = (
-            Path(panoptic_pngs) if panoptic_pngs else self.annotation_file.with_suffix("")
-        )
+        self.annotation_file, self.image_dir = Path(annotations), image_folder(images)
+        self.png_dir = image_folder(panoptic_pngs or self.annotation_file.with_suffix(""))
         for folder, what in ((self.image_dir, "image"), (self.png_dir, "panoptic PNG")):
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder}: {what} folder not found")
