@@ -124,25 +124,30 @@ def test_mask2former_pq_miou_and_mask_ap_at_world_size_3(shapes, tmp_path):
     assert lines(three, rows) == lines(single, rows)
 
 
-def knn_top1(output: str) -> float:
-    match = re.search(r"val/knn_top1\D*?([0-9.]+)", output)
+def metric(output: str, name: str) -> float:
+    match = re.search(name + r"\D*?([0-9.]+)", output)
     assert match, output[-2000:]
     return float(match.group(1))
 
 
-def test_supcon_under_slurm_trains_and_its_knn_monitor_counts_each_image_once(tmp_path):
+def digit_folders(root: Path, size: int) -> list[str]:
+    """40 training and 7 held-out digits as class folders -> the data arguments."""
     from vistra.data import DigitsSource
 
     for split, count in (("train", 40), ("val", HELD_OUT)):
-        for index, (image, label) in enumerate(DigitsSource(split, image_size=16)):
+        for index, (image, label) in enumerate(DigitsSource(split, image_size=size)):
             if index == count:
                 break
-            folder = tmp_path / "digits" / split / str(label)
+            folder = root / "digits" / split / str(label)
             folder.mkdir(parents=True, exist_ok=True)
             image.save(folder / f"{index}.png")
-    data = [f'--data.init_args.{split}={{"class_path": "vistra.data.ImageFolderSource", '
-            f'"init_args": {{"root": "{tmp_path / "digits" / split}"}}}}'
+    return [f'--data.init_args.{split}={{"class_path": "vistra.data.ImageFolderSource", '
+            f'"init_args": {{"root": "{root / "digits" / split}"}}}}'
             for split in ("train", "val")]  # fmt: skip
+
+
+def test_supcon_under_slurm_trains_and_its_knn_monitor_counts_each_image_once(tmp_path):
+    data = digit_folders(tmp_path, 16)
     config = CONFIGS / "supcon/resnet18_digits.yaml"
     small = [*data, "--data.init_args.image_size=16", "--data.init_args.batch_size=4",
              "--model.init_args.network.init_args.hidden_dim=64"]  # fmt: skip
@@ -153,7 +158,22 @@ def test_supcon_under_slurm_trains_and_its_knn_monitor_counts_each_image_once(tm
     validate = ["validate", "--config", config, *small, "--ckpt_path", checkpoint]
     single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
     four = slurm_tasks(*validate, *TWO_NODES, cwd=tmp_path)
-    assert knn_top1(four) == knn_top1(single)
+    three = torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path, nodes=1, per_node=3)
+    assert metric(four, "val/knn_top1") == metric(single, "val/knn_top1")
+    assert metric(three, "val/knn_top1") == metric(single, "val/knn_top1")
+
+
+def test_classifier_top1_at_world_size_3(tmp_path):
+    config = CONFIGS / "mae/finetune_digits.yaml"
+    data = [*digit_folders(tmp_path, 32), "--data.init_args.batch_size=4"]
+    vistra("fit", "--config", config, *data, *ONE_PROCESS, "--trainer.max_steps=2",
+           "--trainer.limit_val_batches=0", cwd=tmp_path)  # fmt: skip
+    (checkpoint,) = tmp_path.rglob("last.ckpt")
+    validate = ["validate", "--config", config, *data, "--ckpt_path", checkpoint]
+    single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
+    three = torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path, nodes=1, per_node=3)
+    for name in ("val/top1", "val/loss"):
+        assert metric(three, name) == pytest.approx(metric(single, name), abs=1e-6), name
 
 
 def test_mae_fully_sharded_matches_ddp_and_its_checkpoint_predicts_without_it(tmp_path):

@@ -6,6 +6,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vistra.inference.checkpoint import load_network
@@ -15,13 +16,18 @@ from vistra.tasks.optim import build_optimizer, fused_allowed, scaled_lr, with_c
 
 
 class AccuracyMetrics:
-    """Mixin for classification tasks: micro top-1 / top-5 accuracy, logged per stage."""
+    """Mixin for classification tasks: micro top-1 / top-5 accuracy and the mean loss per
+    image, logged per stage (torchmetrics: summed over processes, so an uneven split of the
+    held-out images gives the one-process numbers)."""
 
     def _init_accuracy(self, num_classes: int) -> None:
         self.top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.mean_loss = MeanMetric()
 
-    def _log_accuracy(self, stage: str, logits: Tensor, labels: Tensor) -> None:
+    def _log_accuracy(self, stage: str, logits: Tensor, labels: Tensor, loss: Tensor) -> None:
+        self.mean_loss.update(loss.detach(), weight=len(labels))
+        self.log(f"{stage}/loss", self.mean_loss, batch_size=len(labels))
         self.top1.update(logits, labels)
         self.top5.update(logits, labels)
         self.log(f"{stage}/top1", self.top1, prog_bar=True, batch_size=len(labels))
@@ -91,9 +97,10 @@ class LinearProbe(InferenceSteps, ClassCountCheck, AccuracyMetrics, L.LightningM
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(labels))
-        if stage != "train":
-            self._log_accuracy(stage, logits, labels)
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        else:
+            self._log_accuracy(stage, logits, labels, loss)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> Tensor:

@@ -86,8 +86,7 @@ class FineTuning(ShardableViT, InferenceSteps, ClassCountCheck, AccuracyMetrics,
     def _evaluate(self, batch, stage: str) -> None:
         images, labels = batch
         logits = self.network(images)
-        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), labels), batch_size=len(labels))
-        self._log_accuracy(stage, logits, labels)
+        self._log_accuracy(stage, logits, labels, F.cross_entropy(logits.float(), labels))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
