@@ -11,3 +11,8 @@ def test_supcon_digits_demo_learns(tmp_path):
     assert results["probe_top1"] >= results["random_probe_top1"] + 0.05
     assert results["pretrain_knn_top1"] >= 0.85
     assert (tmp_path / "demo_supcon" / "embeddings.png").stat().st_size > 1000
+    # where the time went: every part measured, together the demo's wall time
+    time = results["time"]
+    assert min(time[part] for part in ("data", "training", "evaluation")) > 0
+    assert time["training"] > time["data"]  # in-memory digits: steps dominate
+    assert abs(sum(time.values()) - results["pretrain_and_probe_seconds"]) < 30

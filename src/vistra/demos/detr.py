@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from vistra.data.shapes import write_shapes
+from vistra.demos.timing import time_rows
 from vistra.engine.lightning_cli import VistraCLI
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detr"
@@ -23,6 +24,7 @@ def run_detr_demo(out: Path, *extra_args: str) -> dict:
     """
     started = time.perf_counter()
     shapes = write_shapes(out / "shapes", **SHAPES)
+    written = time.perf_counter() - started
     train, val = shapes["train"], shapes["val"]
     data_args = [
         "--data.train_annotations", str(train["instances"]),
@@ -32,7 +34,7 @@ def run_detr_demo(out: Path, *extra_args: str) -> dict:
     ]  # fmt: skip
     backbone_file = out / "backbone" / "backbone.pt"
     backbone_started = time.perf_counter()
-    VistraCLI(args=["fit", "--config", str(CONFIGS / "shapes_backbone.yaml"),
+    backbone = VistraCLI(args=["fit", "--config", str(CONFIGS / "shapes_backbone.yaml"),
                     "--trainer.default_root_dir", str(out / "backbone"),
                     "--model.init_args.backbone_out", str(backbone_file), *data_args])  # fmt: skip
     backbone_seconds = time.perf_counter() - backbone_started
@@ -44,19 +46,21 @@ def run_detr_demo(out: Path, *extra_args: str) -> dict:
             *data_args, *extra_args,
         ]
     )  # fmt: skip
-    seconds = time.perf_counter() - started
     task = cli.model
     stats = dict(getattr(task, "last_coco_stats", {}))
+    drawing = time.perf_counter()
     picture = _detection_picture(cli, out / "detections.png")
+    timing, parts = time_rows([backbone, cli], written, time.perf_counter() - drawing)
+    seconds = time.perf_counter() - started
     results = {**stats, "seconds": seconds, "backbone_seconds": backbone_seconds,
-               "picture": str(picture),
+               "picture": str(picture), "time": parts,
                "checkpoint": cli.trainer.checkpoint_callback.last_model_path}  # fmt: skip
     print(f"\nDETR on shapes ({len(cli.datamodule.val_source)} held-out images)")
     for label, value in [
         ("box AP50", f"{stats.get('AP50', float('nan')):.3f}"),
         ("box AP (0.50:0.95)", f"{stats.get('AP', float('nan')):.3f}"),
-        ("data + training + evaluation", f"{seconds:.0f} s"),
-        ("of which backbone pre-training", f"{backbone_seconds:.0f} s"),
+        *timing,
+        ("  of which backbone pre-training", f"{backbone_seconds:.0f} s"),
         ("checkpoint", results["checkpoint"]),
         ("picture", results["picture"]),
     ]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from vistra.data.shapes import write_shapes
+from vistra.demos.timing import time_rows
 from vistra.engine.lightning_cli import VistraCLI
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mask2former" / "shapes.yaml"
@@ -20,6 +21,7 @@ def run_mask2former_demo(out: Path, *extra_args: str) -> dict:
     ``mask_AP``, ``mask_AP50``, ...) with ``seconds``, ``checkpoint`` and ``picture``."""
     started = time.perf_counter()
     shapes = write_shapes(out / "shapes", **SHAPES)
+    written = time.perf_counter() - started
     train, val = shapes["train"], shapes["val"]
     cli = VistraCLI(
         args=[
@@ -33,10 +35,12 @@ def run_mask2former_demo(out: Path, *extra_args: str) -> dict:
             *extra_args,
         ]
     )  # fmt: skip
-    seconds = time.perf_counter() - started
     metrics = dict(getattr(cli.model, "last_metrics", {}))
+    drawing = time.perf_counter()
     picture = _segmentation_picture(cli, out / "segmentation.png")
-    results = {**metrics, "seconds": seconds, "picture": str(picture),
+    timing, parts = time_rows([cli], written, time.perf_counter() - drawing)
+    seconds = time.perf_counter() - started
+    results = {**metrics, "seconds": seconds, "picture": str(picture), "time": parts,
                "checkpoint": cli.trainer.checkpoint_callback.last_model_path}  # fmt: skip
     nan = float("nan")
     print(f"\nMask2Former on shapes ({len(cli.datamodule.val_source)} held-out images)")
@@ -46,7 +50,7 @@ def run_mask2former_demo(out: Path, *extra_args: str) -> dict:
         ("mask AP / AP50", f"{metrics.get('mask_AP', nan):.3f} / "
          f"{metrics.get('mask_AP50', nan):.3f}"),
         ("mIoU", f"{metrics.get('mIoU', nan):.3f}"),
-        ("data + training + evaluation", f"{seconds:.0f} s"),
+        *timing,
         ("checkpoint", results["checkpoint"]),
         ("picture", results["picture"]),
     ]:  # fmt: skip

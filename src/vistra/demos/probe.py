@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vistra.demos.timing import time_rows
 from vistra.engine.lightning_cli import VistraCLI
 from vistra.evaluation.linear_probe import fit_linear_probe, top_k_accuracy
 from vistra.inference.checkpoint import build_network, load_network, network_spec
@@ -47,9 +48,11 @@ def pretrain_and_probe(name: str, out: Path, *extra_args: str) -> dict:
     pretrain_seconds = time.perf_counter() - started
 
     datamodule = pretrain.datamodule
+    probing = time.perf_counter()
     trained = _probe(load_network(stage1), datamodule)
     total_seconds = time.perf_counter() - started
     baseline = _probe(_random_network(pretrain), datamodule)
+    timing, parts = time_rows([pretrain], after=time.perf_counter() - probing)
 
     first_loss, last_loss = _first_and_last_train_loss(pretrain)
     results = {
@@ -61,6 +64,7 @@ def pretrain_and_probe(name: str, out: Path, *extra_args: str) -> dict:
         "checkpoint": stage1,
         "train_loss_first": first_loss,
         "train_loss_last": last_loss,
+        "time": parts,
     }
     panels = [
         ("random encoder", baseline["val_features"], baseline["val_labels"]),
@@ -76,10 +80,11 @@ def pretrain_and_probe(name: str, out: Path, *extra_args: str) -> dict:
         (f"linear probe, {title} encoder", f"{results['probe_top1']:.3f}"),
         ("linear probe, random encoder", f"{results['random_probe_top1']:.3f}"),
         ("pre-training + probe wall time", f"{total_seconds:.0f} s"),
+        *[(label.replace("evaluation", "evaluation and probes"), text) for label, text in timing],
         ("checkpoint", stage1),
         ("picture", results["picture"]),
     ]
-    numbers = {k: v for k, v in results.items() if isinstance(v, (int, float, str))}
+    numbers = {k: v for k, v in results.items() if isinstance(v, (int, float, str, dict))}
     (out / "results.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print(f"\n{title} on digits (held-out split, {len(datamodule.val_source)} images)")
     print("\n".join(f"  {label:<37}{value}" for label, value in rows))

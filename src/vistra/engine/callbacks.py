@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from vistra.convert.safe import load_torch_file
+from vistra.engine.time_budget import describe, time_budget
 from vistra.inference.checkpoint import model_class
 
 # The metric that says how well a run went, first found wins.
@@ -121,6 +122,9 @@ def summary_lines(trainer: L.Trainer) -> list[str]:
         if name in metrics:
             lines.append(f"{name}: {float(metrics[name]):.4f}")
             break
+    budget = time_budget(trainer)
+    if budget is not None:
+        lines.append(f"time: {describe(budget.split())}")
     return lines
 
 

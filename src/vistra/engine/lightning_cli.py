@@ -35,6 +35,7 @@ from vistra.engine.prediction_files import PredictionFiles
 from vistra.engine.preemption import StopOnSignal
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
 from vistra.engine.seeding import StepSeeding
+from vistra.engine.time_budget import TimeBudget
 from vistra.tasks.sharding import register_strategy
 
 # Without an interval, Lightning writes a checkpoint only after validation, which long runs do
@@ -185,7 +186,7 @@ class VistraCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         callbacks = [*callbacks, ParameterCount(), FinalCheckpoint(), StopOnNonFinite(),
-                     StepSeeding(), StopOnSignal()]  # fmt: skip
+                     StepSeeding(), StopOnSignal(), TimeBudget()]  # fmt: skip
         chosen = config.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)
