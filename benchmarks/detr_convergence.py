@@ -9,7 +9,9 @@ held-out images with BatchNorm in batch-statistics mode, to tell under-fitting f
 over-fitting and from a BatchNorm artefact.
 
 Run: .venv/bin/python benchmarks/detr_convergence.py [--pretrain-steps 1512 --steps 2400 ...]
-(about 8 minutes on 2 cores with the defaults)
+(about 8 minutes on 2 cores with the defaults). ``--record FILE.json`` keeps the curve (held-out
+AP50 against training minutes, the box-map stage included, evaluations not); ``--plot A.json
+B.json`` draws recorded curves into ``benchmarks/plots/detr_ap50_minutes.png``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import math
 import time
 from pathlib import Path
@@ -44,7 +47,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--every", type=int, default=800, help="evaluate every N steps")
+    parser.add_argument("--record", help="write the AP50 curve to this JSON file")
+    parser.add_argument("--plot", nargs="+", help="draw recorded curves (JSON files) and stop")
     options = parser.parse_args()
+    if options.plot:
+        return plot(options.plot, Path(__file__).parent / "plots" / "detr_ap50_minutes.png")
+    curve = {"pretrain_steps": options.pretrain_steps, "minutes": [0.0], "ap50": [0.0]}
+    trained = 0.0  # seconds of training, evaluations left out
     torch.manual_seed(0)
     root = Path(options.data) / f"size{options.size}"
     if not (root / "annotations" / "instances_val.json").is_file():
@@ -66,6 +75,9 @@ def main() -> None:
                             enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
         trainer.fit(pretraining, data)
         model.backbone.load_state_dict(pretraining.backbone.state_dict())
+        trained = time.perf_counter() - started
+        curve["minutes"].append(trained / 60)
+        curve["ap50"].append(0.0)  # no detector yet
         print(f"box-map pre-training: {options.pretrain_steps} steps in "
               f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
     criterion = SetCriterion(3)
@@ -119,12 +131,59 @@ def main() -> None:
                 print(f"step {step}: {means} ({time.perf_counter() - started:.0f} s)", flush=True)
                 sums = {}
             if step % options.every == 0 or step == options.steps:
-                print(f"step {step}: held-out box AP50 {evaluate():.3f} "
-                      f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+                trained += time.perf_counter() - started
+                ap50 = evaluate()
+                curve["minutes"].append(trained / 60)
+                curve["ap50"].append(ap50)
+                print(f"step {step}: held-out box AP50 {ap50:.3f} ({trained:.0f} s of "
+                      "training)", flush=True)  # fmt: skip
+                started = time.perf_counter()
             if step >= options.steps:
                 break
+    if options.record:
+        Path(options.record).write_text(json.dumps(curve, indent=1) + "\n")
     print(f"training images (800): AP50 {evaluate('train'):.3f}; held-out with batch "
           f"statistics: AP50 {evaluate('val', batch_statistics=True):.3f}")  # fmt: skip
+
+
+def plot(files: list[str], out: Path) -> None:
+    """Held-out AP50 against minutes of training, one line per recorded run (PIL: the project
+    draws its pictures without a plotting library)."""
+    from PIL import Image, ImageDraw
+
+    curves = [json.loads(Path(file).read_text()) for file in files]
+    width, height, margin = 640, 400, 60
+    last_minute = max(max(c["minutes"]) for c in curves) * 1.05
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def at(minute: float, ap50: float) -> tuple[float, float]:
+        x = margin + (width - 2 * margin) * minute / last_minute
+        return x, height - margin - (height - 2 * margin) * ap50
+
+    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
+    for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        x, y = at(0, tick)
+        draw.line([x - 4, y, x, y], fill="black")
+        draw.text((x - 34, y - 6), f"{tick:.1f}", fill="black")
+    for minute in range(0, int(last_minute) + 1, 2):
+        x, y = at(minute, 0)
+        draw.line([x, y, x, y + 4], fill="black")
+        draw.text((x - 4, y + 8), str(minute), fill="black")
+    draw.text((width // 2 - 90, height - 28), "minutes of training, 2 CPU cores", fill="black")
+    draw.text((8, 20), "held-out box AP50 (DETR on 64-pixel shapes)", fill="black")
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+    for index, (curve, colour) in enumerate(zip(curves, colours)):
+        points = [at(m, a) for m, a in zip(curve["minutes"], curve["ap50"])]
+        draw.line(points, fill=colour, width=3)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        steps = curve["pretrain_steps"]
+        label = f"box-map backbone stage ({steps} steps), then DETR" if steps else "DETR alone"
+        draw.text((margin + 10, margin + 10 + 16 * index), label, fill=colour)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
