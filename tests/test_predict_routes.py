@@ -121,3 +121,25 @@ def test_both_predict_commands_write_the_same_files(family, data, tmp_path):
     if family == "mask2former":  # the thing classes reached inference: panoptic and instances
         panoptic = json.loads((results / "panoptic.json").read_text())["annotations"]
         assert len(panoptic) == 5 and json.loads((results / "instances.json").read_text())
+
+
+def test_a_model_option_on_the_command_line_wins_over_the_checkpoints(data, tmp_path):
+    """``--ckpt_path`` brings the trained task's hyper-parameters; an inference option given
+    on the command line (here ``top_k``) must still be the one used, not silently replaced."""
+    from collections import Counter
+
+    config, args, _ = family_args(data, "mask2former")
+    vistra("fit", "--config", config, *args, "--trainer.max_epochs=1",
+           "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
+           cwd=tmp_path)  # fmt: skip
+    (checkpoint,) = tmp_path.rglob("last.ckpt")
+    per_image = {}
+    for top_k in (100, 2):
+        out = f"top{top_k}"
+        vistra("predict", "--config", config, *args, "--ckpt_path", checkpoint,
+               f"--model.init_args.top_k={top_k}", "--trainer.enable_progress_bar=false",
+               "--predictions.output", out, cwd=tmp_path)  # fmt: skip
+        instances = json.loads((tmp_path / out / "instances.json").read_text())
+        per_image[top_k] = Counter(result["image_id"] for result in instances)
+    assert max(per_image[100].values()) > 2  # 8 queries: more than 2 kept by default
+    assert max(per_image[2].values()) == 2

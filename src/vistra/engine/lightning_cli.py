@@ -53,6 +53,8 @@ class VistraCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         self.continued_run = None
+        given = kwargs.get("args")
+        self.given_args = [str(a) for a in given] if isinstance(given, list) else sys.argv[1:]
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -82,6 +84,8 @@ class VistraCLI(LightningCLI):
             )
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
+        for path in model_overrides(self.given_args):  # the command line wins over the file
+            drop_path(hparams, path)
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -220,3 +224,30 @@ def own_error(error: BaseException) -> BaseException:
             return current
         current = current.__cause__ or current.__context__
     return error
+
+
+def model_overrides(words: list[str]) -> list[list[str]]:
+    """The ``--model...`` options given on the command line, as key paths without the
+    ``init_args`` levels: ``--model.init_args.network.init_args.dropout=0`` -> ``[network,
+    dropout]``."""
+    paths = []
+    for word in words:
+        if word.startswith("--model."):
+            keys = word[len("--model.") :].split("=", 1)[0].split(".")
+            keys = [key for key in keys if key != "init_args"]
+            if keys and keys[0] != "class_path":
+                paths.append(keys)
+    return paths
+
+
+def drop_path(hparams: dict, path: list[str]) -> None:
+    """Remove ``path`` from a checkpoint's hyper-parameters (nested class specs keep their
+    arguments under ``init_args``), so that the command line's value is the one used."""
+    node = hparams
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get("init_args"), dict):
+            node = node["init_args"]
+        if not isinstance(node, dict):
+            return
+    node.pop(path[-1], None)
