@@ -112,14 +112,20 @@ def test_detr_on_two_torchrun_nodes_trains_and_evaluates_each_image_once(shapes,
     assert lines(three, ("Average",)) == lines(single, ("Average",))
 
 
+def validated_on_one_and_three(config: Path, data: list[str], folder: Path) -> tuple[str, str]:
+    """Fit 2 steps on one process, then ``vistra validate`` the checkpoint on one process and
+    on three (torchrun): both outputs."""
+    vistra("fit", "--config", config, *data, *ONE_PROCESS, "--trainer.max_steps=2",
+           "--trainer.limit_val_batches=0", cwd=folder)  # fmt: skip
+    (checkpoint,) = folder.rglob("last.ckpt")
+    validate = ["validate", "--config", config, *data, "--ckpt_path", checkpoint]
+    single = vistra(*validate, *ONE_PROCESS, cwd=folder)
+    return single, torchrun(*validate, *THREE_PROCESSES, cwd=folder, nodes=1, per_node=3)
+
+
 def test_mask2former_pq_miou_and_mask_ap_at_world_size_3(shapes, tmp_path):
     config, data = CONFIGS / "mask2former/shapes.yaml", shapes_data_args(shapes, "panoptic")
-    vistra("fit", "--config", config, *data, *ONE_PROCESS, "--trainer.max_steps=2",
-           "--trainer.limit_val_batches=0", cwd=tmp_path)  # fmt: skip
-    (checkpoint,) = tmp_path.rglob("last.ckpt")
-    validate = ["validate", "--config", config, *data, "--ckpt_path", checkpoint]
-    single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
-    three = torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path, nodes=1, per_node=3)
+    single, three = validated_on_one_and_three(config, data, tmp_path)
     rows = ("All", "Things", "Stuff", "semantic:", "Average")
     assert lines(three, rows) == lines(single, rows)
 
@@ -166,12 +172,7 @@ def test_supcon_under_slurm_trains_and_its_knn_monitor_counts_each_image_once(tm
 def test_classifier_top1_at_world_size_3(tmp_path):
     config = CONFIGS / "mae/finetune_digits.yaml"
     data = [*digit_folders(tmp_path, 32), "--data.init_args.batch_size=4"]
-    vistra("fit", "--config", config, *data, *ONE_PROCESS, "--trainer.max_steps=2",
-           "--trainer.limit_val_batches=0", cwd=tmp_path)  # fmt: skip
-    (checkpoint,) = tmp_path.rglob("last.ckpt")
-    validate = ["validate", "--config", config, *data, "--ckpt_path", checkpoint]
-    single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
-    three = torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path, nodes=1, per_node=3)
+    single, three = validated_on_one_and_three(config, data, tmp_path)
     for name in ("val/top1", "val/loss"):
         assert metric(three, name) == pytest.approx(metric(single, name), abs=1e-6), name
 
