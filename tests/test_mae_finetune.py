@@ -148,7 +148,7 @@ def test_finetune_a_64_pixel_mae_at_96_pixels_through_the_command(tmp_path):
     import sys
 
     torch.manual_seed(0)
-    mae = MaskedAutoencoder("tiny", image_size=64, patch_size=8, decoder_depth=1)
+    mae = MaskedAutoencoder("tiny", image_size=64, patch_size=8, decoder_depth=1, depth=4)
     mae_file = tmp_path / "mae_pretrain_vit_tiny.pth"
     torch.save({"model": mae.state_dict()}, mae_file)  # the MAE repository's layout
     at_96 = [f"--{key}=96" for key in ("model.init_args.network.init_args.image_size",
