@@ -78,6 +78,8 @@ def assert_same_step(single: dict, ranks: list[dict], rtol: float = 1e-4) -> Non
     expected = single["gradients"]
     assert expected and ranks[0]["gradients"].keys() == expected.keys()
     scale = max(g.abs().max().item() for g in expected.values())
+    worst = max((g - expected[n]).abs().max().item() for n, g in ranks[0]["gradients"].items())
+    print(f"largest gradient difference: {worst / scale:.1e} of the largest gradient")
     for rank in ranks:
         for name, gradient in rank["gradients"].items():
             torch.testing.assert_close(gradient, expected[name], rtol=rtol, atol=rtol * scale,

@@ -17,11 +17,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vistra.data.shard_files import FILES_FORMAT
-from vistra.data.shard_files import INDEX as FILES_INDEX
+from vistra.data.shard_files import FILES_FORMAT, INDEX
 from vistra.data.sources.base import UNLABELLED, ImageSource
 
-INDEX = "index.json"
 FORMAT = "vistra-shards-1"
 
 
@@ -99,5 +97,5 @@ def write_file_shards(files: list[tuple[str, Path]], out: str | Path, shard_size
                     progress.update(1)
             shard_names.append(shard)
     index = {"format": FILES_FORMAT, "shards": shard_names, "files": entries}
-    (out / FILES_INDEX).write_text(json.dumps(index))
+    (out / INDEX).write_text(json.dumps(index))
     return out

@@ -24,6 +24,11 @@ import torch
 _MODULUS = 2**63 - 1
 
 
+def run_seed() -> int:
+    """The run's seed (the config's ``seed_everything``, which Lightning exports)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
     """A seed for one (epoch, batch, rank): distinct ranks draw distinct dropout masks."""
     return (((seed * 1_000_003 + epoch) * 10_000_019 + batch_idx) * 1_009 + rank) % _MODULUS
@@ -48,8 +53,7 @@ class StepSeeding(L.Callback):
     training batch."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the config's seed_everything
-        value = step_seed(seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        value = step_seed(run_seed(), trainer.current_epoch, batch_idx, trainer.global_rank)
         torch.default_generator.manual_seed(value)
         device = pl_module.device
         if device.type != "cpu":  # torch.cuda / torch.mps / torch.xpu: the current device's

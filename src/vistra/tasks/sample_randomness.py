@@ -7,11 +7,9 @@ own, validation) there are none and the draws come from torch's global generator
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from vistra.engine.seeding import sample_seeds
+from vistra.engine.seeding import run_seed, sample_seeds
 
 
 def sample_generators(
@@ -23,8 +21,7 @@ def sample_generators(
         return None
     loader = trainer.train_dataloader
     batch_size = getattr(loader, "batch_size", None) or count
-    seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the config's seed_everything
-    seeds = sample_seeds(seed, trainer.current_epoch, batch_idx, batch_size, count,
+    seeds = sample_seeds(run_seed(), trainer.current_epoch, batch_idx, batch_size, count,
                          trainer.global_rank, trainer.world_size)  # fmt: skip
     return [torch.Generator(device=device).manual_seed(value) for value in seeds]
 
