@@ -462,6 +462,13 @@ def test_fit_batch_size_minus_five(shapes, tmp_path):
     assert line == "vistra: batch_size must be >= 1, got -5"
 
 
+def test_validate_missing_instance_file(shapes, tmp_path):
+    missing = tmp_path / "instances_val.json"
+    line = vistra_fails("validate", *segmentation_args(shapes, val_instances=missing),
+                        cwd=tmp_path)  # fmt: skip
+    assert line == f"vistra: {missing}: val_instances file not found"
+
+
 def test_fit_missing_panoptic_png(shapes, tmp_path):
     root = fresh_shapes(shapes, tmp_path)
     png = first_png(root)

@@ -104,6 +104,25 @@ def test_class_and_mask_logits_match_hugging_face_at_every_layer():
     assert ((foreground > 0) & (foreground < 1)).any()
 
 
+def test_channels_last_gives_the_hugging_face_numbers_and_gradients():
+    ours, peer = _pair()
+    nhwc = Mask2Former(5, backbone="resnet18", frozen_batchnorm=True, channels_last=True,
+                       **SIZES)  # fmt: skip
+    nhwc.load_state_dict(ours.state_dict())
+    assert nhwc.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = peer(pixel_values=images)
+    mine = nhwc.eval()(images)
+    assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4
+    mine["pred_masks"].square().mean().backward()
+    ours(images)["pred_masks"].square().mean().backward()
+    for name, weight in nhwc.named_parameters():
+        if weight.grad is not None:
+            reference = dict(ours.named_parameters())[name].grad
+            assert _relative_error(weight.grad, reference) < 1e-3, name
+
+
 def test_point_sampled_loss_matches_hugging_face_with_the_same_points():
     num_points = 256
     ours, peer = _pair(num_points=num_points)

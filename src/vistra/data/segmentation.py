@@ -8,6 +8,8 @@ to the batch size (so 0..1 coordinates mean the same place in prediction and tar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -118,8 +120,6 @@ class SegmentationDataModule(PaddedBatchLoaders, L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if classes_file is not None:
-            from pathlib import Path
-
             if not Path(classes_file).is_file():
                 raise FileNotFoundError(f"{classes_file}: classes_file not found")
             classes = [line.strip() for line in Path(classes_file).read_text().splitlines()
@@ -128,6 +128,9 @@ class SegmentationDataModule(PaddedBatchLoaders, L.LightningDataModule):
             raise ValueError("format='semantic' needs the class names (classes or classes_file)")
         if format == "instances":  # the validation file itself holds the instances
             val_instances = val_annotations
+        if val_instances is not None and not Path(val_instances).is_file():
+            # Checked now: the file is first read after the whole validation pass.
+            raise FileNotFoundError(f"{val_instances}: val_instances file not found")
         self.save_hyperparameters()
         self.hparams.classes = classes
         self.hparams.val_instances = val_instances
