@@ -1,4 +1,4 @@
-"""COCO panoptic annotations (JSON ``segments_info`` + PNG segment ids) and semantic label PNGs.
+"""COCO panoptic annotations (JSON ``segments_info`` + PNG segment ids).
 
 Samples follow the detection sources' contract with masks instead of boxes:
 
