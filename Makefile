@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mae.py --quick
 	$(BIN)/python benchmarks/detr.py
 	$(BIN)/python benchmarks/mask2former.py
+	$(BIN)/python benchmarks/mask2former_demo_step.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/cli.py
 

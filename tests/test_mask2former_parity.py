@@ -117,10 +117,10 @@ def test_channels_last_gives_the_hugging_face_numbers_and_gradients():
     assert _relative_error(mine["pred_masks"], theirs.masks_queries_logits) < 1e-4
     mine["pred_masks"].square().mean().backward()
     ours(images)["pred_masks"].square().mean().backward()
+    references = dict(ours.named_parameters())
     for name, weight in nhwc.named_parameters():
         if weight.grad is not None:
-            reference = dict(ours.named_parameters())[name].grad
-            assert _relative_error(weight.grad, reference) < 1e-3, name
+            assert _relative_error(weight.grad, references[name].grad) < 1e-3, name
 
 
 def test_point_sampled_loss_matches_hugging_face_with_the_same_points():
