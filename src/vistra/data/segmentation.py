@@ -126,11 +126,11 @@ class SegmentationDataModule(PaddedBatchLoaders, L.LightningDataModule):
                        if line.strip()]  # fmt: skip
         if format == "semantic" and not classes:
             raise ValueError("format='semantic' needs the class names (classes or classes_file)")
-        if val_instances is not None and not Path(val_instances).is_file():
-            # Checked now: the file is first read after the whole validation pass.
-            raise FileNotFoundError(f"{val_instances}: val_instances file not found")
         if format == "instances":  # the validation file itself holds the instances
             val_instances = val_annotations
+        elif val_instances is not None and not Path(val_instances).is_file():
+            # Checked now: the file is first read after the whole validation pass.
+            raise FileNotFoundError(f"{val_instances}: val_instances file not found")
         self.save_hyperparameters()
         self.hparams.classes = classes
         self.hparams.val_instances = val_instances
