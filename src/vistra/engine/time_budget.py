@@ -21,10 +21,15 @@ class TimeBudget(L.Callback):
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(PARTS, 0.0)
-        self._started = self._batch_started = self._ready = self._evaluating = None
+        self._started = self._ended = self._batch_started = self._ready = self._evaluating = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._started = time.perf_counter()
+        self._started, self._ended = time.perf_counter(), None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # A demo that runs several fits reads every split at its end: a finished fit's total
+        # must not keep growing with the fits that came after it.
+        self._ended = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._ready = time.perf_counter()
@@ -51,8 +56,12 @@ class TimeBudget(L.Callback):
         self._ready = now  # a validation between two batches is not time spent waiting for data
 
     def split(self) -> dict[str, float]:
-        """Seconds per part, with ``other`` and ``total`` (since the fit started)."""
-        total = time.perf_counter() - self._started if self._started is not None else 0.0
+        """Seconds per part, with ``other`` and ``total`` (from the fit's start to its end, or to
+        now while it runs)."""
+        if self._started is None:
+            total = 0.0
+        else:
+            total = (self._ended or time.perf_counter()) - self._started
         other = max(total - sum(self.seconds.values()), 0.0)
         return {**self.seconds, "other": other, "total": total}
 
