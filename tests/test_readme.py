@@ -20,8 +20,10 @@ import csv
 import pickle
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -130,11 +132,13 @@ def write_example_weights(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def user_folder(tmp_path_factory) -> Path:
+def user_folder(tmp_path_factory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("user")
     (folder / "configs").symlink_to(ROOT / "configs")
     lay_out_user_files(folder)
-    return folder
+    yield folder
+    # Its full-size checkpoints take gigabytes: gone when the module ends, pass or fail.
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_quick_start_commands_run(user_folder):
