@@ -132,13 +132,16 @@ def write_example_weights(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def user_folder(tmp_path_factory) -> Iterator[Path]:
+def user_folder(request, tmp_path_factory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("user")
     (folder / "configs").symlink_to(ROOT / "configs")
     lay_out_user_files(folder)
+    failures_before = request.session.testsfailed
     yield folder
-    # Its full-size checkpoints take gigabytes: gone when the module ends, pass or fail.
-    shutil.rmtree(folder, ignore_errors=True)
+    # Its full-size checkpoints take gigabytes, and pytest would keep a module folder until the
+    # session ends: gone with the module, unless a test failed (as pytest keeps a failed test's).
+    if request.session.testsfailed == failures_before:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_quick_start_commands_run(user_folder):
