@@ -5,14 +5,13 @@ tars of the original files (read back with ``tarfile`` alone)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 from command import shapes_data_args
+from runner import Ran, run_vistra
 from test_cluster import ONE_PROCESS, lines, vistra
 
 from vistra.data.shapes import write_shapes
@@ -22,9 +21,8 @@ from vistra.data.sources.coco_panoptic import COCOPanopticSource
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def shard(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "vistra.cli", "data", "shard", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True)
+def shard(*args) -> Ran:
+    return run_vistra("data", "shard", *args, cwd=Path.cwd())
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ in a subprocess for the rows that used to print a traceback before the message.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runner import run_vistra
 
 from vistra.data.coco_check import check_coco
 from vistra.data.shapes import write_shapes
@@ -434,8 +433,7 @@ def test_predict_gives_a_huge_image_reduced_maps(tmp_path, capsys, segmenter):
 
 
 def vistra_fails(*args, cwd: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                            capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    result = run_vistra(*args, cwd=cwd)
     assert result.returncode != 0, result.stdout[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stderr.strip().splitlines()[-1]
@@ -511,19 +509,9 @@ def test_fit_segment_listed_but_absent_from_its_png(shapes, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def detr_run(shapes, tmp_path_factory) -> Path:
-    """A DETR checkpoint of the shapes config, two steps."""
-    folder = tmp_path_factory.mktemp("detr_run")
-    ann = shapes / "annotations"
-    subprocess.run([sys.executable, "-m", "vistra.cli", "fit", "--config",
-                    CONFIGS / "detr/shapes.yaml", "--trainer.max_steps=2",
-                    f"--data.init_args.train_annotations={ann / 'instances_train.json'}",
-                    f"--data.init_args.train_images={shapes / 'images/train'}",
-                    f"--data.init_args.val_annotations={ann / 'instances_val.json'}",
-                    f"--data.init_args.val_images={shapes / 'images/val'}",
-                    "--data.init_args.batch_size=2"], cwd=folder, check=True,
-                   capture_output=True)  # fmt: skip
-    return next(folder.rglob("last.ckpt"))
+def detr_run(trained) -> Path:
+    """A DETR checkpoint of the shapes config (the session's)."""
+    return trained("detr")
 
 
 def test_a_checkpoint_of_another_family(shapes, tmp_path, detr_run):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from command import shapes_data_args
+from runner import run_vistra
 
 from vistra.data.shapes import write_shapes
 
@@ -44,9 +45,10 @@ def finish(processes: list[subprocess.Popen]) -> str:
 
 
 def vistra(*args, cwd: Path) -> str:
-    return finish([subprocess.Popen([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                                    cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)])  # fmt: skip
+    """One process (``runner``; a multi-device run starts as its own process there)."""
+    result = run_vistra(*args, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def torchrun(*args, cwd: Path, nodes: int, per_node: int) -> str:

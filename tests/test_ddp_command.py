@@ -4,12 +4,11 @@ on an odd number of images gives exactly the single-process numbers (no image co
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from command import shapes_data_args
+from runner import run_vistra
 
 from vistra.data.shapes import write_shapes
 
@@ -19,8 +18,7 @@ ONE_PROCESS = ["--trainer.devices=1", "--trainer.accelerator=cpu"]
 
 
 def vistra(*args, cwd) -> str:
-    result = subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                            capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    result = run_vistra(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

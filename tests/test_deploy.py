@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runner import run_vistra
 
 from vistra.data.shapes import render_scene
 from vistra.inference.checkpoint import NETWORK_KEY, network_spec
@@ -27,8 +28,7 @@ SQUARE = {"resize": "center_crop", "size": 32}
 
 
 def vistra(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    return run_vistra(*args, cwd=cwd)
 
 
 def _save(path: Path, network, preprocess, categories=None, extra_state=None) -> Path:

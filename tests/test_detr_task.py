@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from runner import run_vistra
 
 from vistra.cli import VistraCLI
 
@@ -15,8 +14,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "detr" / "shapes.yaml
 
 
 def vistra(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    return run_vistra(*args, cwd=cwd)
 
 
 def _data_args(root: Path) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from command import shapes_data_args
+from runner import run_vistra
 from test_cluster import CPU, ONE_PROCESS, finish, free_port
 
 from vistra.data.shapes import write_shapes
@@ -38,24 +39,22 @@ def recorder(folder: Path) -> str:
 
 
 def launch(args: list, cwd: Path, world: int) -> None:
+    import subprocess as sp
     import sys
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    if world == 1:
-        command = [[sys.executable, "-m", "vistra.cli", *map(str, args)]]
-    else:
-        port = free_port()
-        command = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
-                    f"--nproc_per_node={world // 2}", f"--node_rank={node}",
-                    "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "vistra.cli",
-                    *map(str, args)] for node in range(2)]  # fmt: skip
-    import subprocess as sp
-
-    finish([sp.Popen(c, cwd=cwd, env=env, stdout=sp.PIPE, stderr=sp.PIPE, text=True)
-            for c in command])  # fmt: skip
+    # The recorder callback is imported by class path in every process.
+    path = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    if world == 1:  # the reference: one process, which the runner stands in for
+        result = run_vistra(*args, cwd=cwd, env=path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return
+    port = free_port()
+    command = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                f"--nproc_per_node={world // 2}", f"--node_rank={node}",
+                "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "vistra.cli",
+                *map(str, args)] for node in range(2)]  # fmt: skip
+    finish([sp.Popen(c, cwd=cwd, env={**os.environ, **path}, stdout=sp.PIPE, stderr=sp.PIPE,
+                     text=True) for c in command])  # fmt: skip
 
 
 def first_steps(args: list, tmp_path: Path, batch_key: str = "--data.init_args.batch_size"):

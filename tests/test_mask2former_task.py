@@ -4,14 +4,13 @@ predict files that load back, empty images, bad panoptic files."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runner import run_vistra
 
 from vistra.data.segmentation import SegmentationDataModule
 from vistra.data.shapes import write_shapes
@@ -26,8 +25,7 @@ TINY = [f"{NETWORK}dim=32", f"{NETWORK}mask_dim=32", f"{NETWORK}num_queries=8",
 
 
 def vistra(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    return run_vistra(*args, cwd=cwd)
 
 
 def _data_args(root: Path) -> list[str]:

@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vistra.evaluation.coco import STAT_NAMES, COCOEvaluator
+from vistra.evaluation.coco import COCOEvaluator
 from vistra.evaluation.semantic import MeanIoU
 
 
@@ -28,21 +28,39 @@ def shapes_val(tmp_path_factory):
     return write_shapes(tmp_path_factory.mktemp("shapes"), 0, 12, 96, seed=3)["val"]
 
 
-def mask_results_with_wrong_boxes(annotation_file) -> list[dict]:
-    """Each object's own mask, one mask shifted off its object, and a whole-image ``bbox``."""
-    ground_truth = COCO(str(annotation_file))
-    results = []
-    for index, annotation in enumerate(ground_truth.dataset["annotations"]):
-        mask = ground_truth.annToMask(annotation)
-        if index % 3 == 0:
-            mask = np.roll(mask, 6, axis=1)  # a worse mask for some objects
-        rle = mask_utils.encode(np.asfortranarray(mask))
-        rle["counts"] = rle["counts"].decode()
-        score = 0.5 + 0.01 * (index % 7)
-        results.append({"image_id": annotation["image_id"],
-                        "category_id": annotation["category_id"], "segmentation": rle,
-                        "bbox": [0.0, 0.0, 95.0, 95.0], "score": score})  # fmt: skip
-    return results
+def square(rows: slice, cols: slice, size: int = 128) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[rows, cols] = 1
+    return mask
+
+
+def rle(mask: np.ndarray) -> dict:
+    encoded = mask_utils.encode(np.asfortranarray(mask))
+    return {"size": encoded["size"], "counts": encoded["counts"].decode()}
+
+
+def hand_built_set(folder) -> tuple[str, list[dict]]:
+    """One 128 x 128 image with a small object A (20 x 20 = 400 px) and a large object B
+    (100 x 100 = 10,000 px > 96 x 96); three detections, each with a whole-image ``bbox``:
+    a false 10 x 10 blob (score 0.95), A exactly (0.9), and a 40-row slice of B (IoU 0.4:
+    no match at any threshold; 4,000 px)."""
+    objects = [square(slice(5, 25), slice(5, 25)), square(slice(27, 127), slice(27, 127))]
+    ground_truth = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 128, "height": 128}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                         "segmentation": rle(mask), "area": int(mask.sum()),
+                         "bbox": [float(x) for x in mask_utils.toBbox(
+                             mask_utils.encode(np.asfortranarray(mask)))]}
+                        for i, mask in enumerate(objects)],
+    }  # fmt: skip
+    path = folder / "instances.json"
+    path.write_text(json.dumps(ground_truth))
+    detections = [(square(slice(100, 110), slice(2, 12)), 0.95), (objects[0], 0.9),
+                  (square(slice(87, 127), slice(27, 127)), 0.8)]  # fmt: skip
+    results = [{"image_id": 1, "category_id": 1, "segmentation": rle(mask), "score": score,
+                "bbox": [0.0, 0.0, 128.0, 128.0]} for mask, score in detections]  # fmt: skip
+    return str(path), results
 
 
 def pycocotools_stats(annotation_file, results) -> list[float]:
@@ -55,22 +73,24 @@ def pycocotools_stats(annotation_file, results) -> list[float]:
     return [float(s) for s in evaluation.stats]
 
 
-def as_pycocotools(stats: dict) -> list[float]:
-    return [-1.0 if math.isnan(stats[name]) else stats[name] for name in STAT_NAMES]
-
-
-def test_mask_ap_buckets_by_mask_area_like_pycocotools_without_boxes(shapes_val):
-    annotations = shapes_val["instances"]
-    results = mask_results_with_wrong_boxes(annotations)
+def test_mask_ap_buckets_by_mask_area_computed_by_hand(tmp_path):
+    """By hand, with areas from the masks: over all areas the detections rank false (0.95),
+    A (0.9, IoU 1), B's slice (0.8, IoU 0.4): recall 0.5 at precision 0.5 at every IoU
+    threshold, so AP = 51 of COCO's 101 recall points x 0.5. Small objects: A, with the blob
+    a false positive -> AP_s 0.5, AR_s 1. Large: B, never found -> 0. Medium: no object -> -1
+    (NaN). AR@1 keeps only the blob -> 0."""
+    annotations, results = hand_built_set(tmp_path)
     evaluator = COCOEvaluator(annotations, "segm")
-    evaluator.update(sorted(COCO(str(annotations)).getImgIds()), results)
+    evaluator.update([1], results)
     stats, _ = evaluator.compute()
-
-    without_boxes = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
-    assert as_pycocotools(stats) == pytest.approx(pycocotools_stats(annotations, without_boxes))
-    # What the boxes would have done: every detection bucketed by a 95 x 95 box.
-    with_boxes = pycocotools_stats(annotations, json.loads(json.dumps(results)))
-    assert with_boxes[3] != pytest.approx(as_pycocotools(stats)[3])  # APs moves
+    nan = float("nan")
+    expected = {"AP": 25.5 / 101, "AP50": 25.5 / 101, "AP75": 25.5 / 101, "APs": 0.5,
+                "APm": nan, "APl": 0.0, "AR1": 0.0, "AR10": 0.5, "AR100": 0.5, "ARs": 1.0,
+                "ARm": nan, "ARl": 0.0}  # fmt: skip
+    assert stats == pytest.approx(expected, abs=1e-9, nan_ok=True)
+    # The results' whole-image boxes would have put every detection in the large bucket
+    # (pycocotools takes a result's area from its bbox): the blob no longer counts as small.
+    assert pycocotools_stats(annotations, results)[3] == pytest.approx(1.0)
 
 
 def test_no_detections_give_zero_where_there_are_objects_and_none_where_there_are_not(

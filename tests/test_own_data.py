@@ -4,12 +4,11 @@ classes starts a new task, categories reach `vistra predict`, unlabelled folders
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from runner import run_vistra
 
 from vistra.data.shapes import write_shapes
 
@@ -19,8 +18,7 @@ TINY_DETR = dict(backbone="resnet18", backbone_stage=3, hidden_dim=32, num_heads
 
 
 def vistra(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    return run_vistra(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

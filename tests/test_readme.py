@@ -7,10 +7,11 @@ Documented substitutions, and nothing else:
   COCO formats at ``data/mine``, digits as an unlabelled folder tree at ``data/photos`` and as
   class folders (named ``zero`` ... ``nine``) at ``data/labelled/{train,val}``; ``street.jpg``,
   ``a.jpg``, ``b.jpg`` are shapes images;
-- weight files the Python examples load are written from random models of the same
-  architecture;
-- ``vistra fit|validate|predict --config`` commands get ``SHRINK`` (sizes and steps: 2 steps
-  of 2 images at 32-64 pixels, no loader workers); a resumed fit gets 2 more steps;
+- weight files the Python examples load are written in the original repositories' layouts
+  (``original_layouts``, random values at the published sizes);
+- ``vistra fit|validate|predict --config`` commands get ``SHRINK``: 2 steps of 2 images at
+  32-64 pixels, no loader workers, and the small networks of the README's "Smaller networks"
+  keys (ResNet-18, a 2-block ViT-Tiny, narrow transformers); a resumed fit gets 2 more steps;
 - ``make demo`` runs as ``vistra demo`` with 2 training steps; ``make test`` is this suite.
 """
 
@@ -21,13 +22,12 @@ import pickle
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from runner import Ran, run_vistra
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -36,16 +36,41 @@ COMMON = ["--trainer.max_steps=2", "--trainer.limit_val_batches=2",
           "--data.init_args.num_workers=0", "--data.init_args.batch_size=2"]  # fmt: skip
 AT_64 = ["--data.init_args.eval_size=64", "--data.init_args.eval_max_size=128"]
 AT_32 = ["--data.init_args.image_size=32"]
-VIT_AT_32 = "--model.init_args.network.init_args.image_size=32"
+NET = "--model.init_args.network.init_args."
+VIT_AT_32 = f"{NET}image_size=32"
+# The README's "Smaller networks" keys, at the smallest sizes that still run every part.
+SMALL_DETR = [
+    f"{NET}backbone=resnet18",
+    f"{NET}hidden_dim=32",
+    f"{NET}num_encoder_layers=1",
+    f"{NET}num_decoder_layers=1",
+    f"{NET}ffn_dim=64",
+    f"{NET}num_queries=10",
+]
+SMALL_MASK2FORMER = [
+    f"{NET}backbone=resnet18",
+    f"{NET}dim=32",
+    f"{NET}mask_dim=32",
+    f"{NET}pixel_decoder_layers=1",
+    f"{NET}pixel_ffn_dim=64",
+    f"{NET}decoder_layers=3",
+    f"{NET}ffn_dim=64",
+    f"{NET}num_queries=8",
+]
+SMALL_VIT = [f"{NET}size=tiny", f"{NET}depth=2"]
+SMALL_MAE = [*SMALL_VIT, f"{NET}decoder_width=64", f"{NET}decoder_depth=1", f"{NET}decoder_heads=2"]
+SMALL_SUPCON = [f"{NET}encoder=resnet18", f"{NET}hidden_dim=64"]
 SHRINK = {
     "configs/detr/custom_coco.yaml": [*AT_64, "--data.init_args.scales=[64]",
                                       "--data.init_args.max_size=128",
-                                      "--data.init_args.crop=null"],
-    "configs/mask2former/custom_panoptic.yaml": [*AT_64, "--data.init_args.size=64"],
-    "configs/mask2former/custom_semantic.yaml": [*AT_64, "--data.init_args.size=64"],
-    "configs/mae/custom_pretrain.yaml": [*AT_32, VIT_AT_32],
-    "configs/mae/custom_finetune.yaml": [*AT_32, VIT_AT_32],
-    "configs/supcon/custom_supcon.yaml": AT_32,
+                                      "--data.init_args.crop=null", *SMALL_DETR],
+    "configs/mask2former/custom_panoptic.yaml": [*AT_64, "--data.init_args.size=64",
+                                                 *SMALL_MASK2FORMER],
+    "configs/mask2former/custom_semantic.yaml": [*AT_64, "--data.init_args.size=64",
+                                                 *SMALL_MASK2FORMER],
+    "configs/mae/custom_pretrain.yaml": [*AT_32, VIT_AT_32, *SMALL_MAE],
+    "configs/mae/custom_finetune.yaml": [*AT_32, VIT_AT_32, *SMALL_VIT],
+    "configs/supcon/custom_supcon.yaml": [*AT_32, *SMALL_SUPCON],
     "configs/supcon/custom_linear.yaml": AT_32,
 }  # fmt: skip
 
@@ -85,10 +110,9 @@ def shrunk(words: list[str]) -> list[str]:
     return [*words, *extra]
 
 
-def run(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(words: list[str], cwd: Path) -> Ran:
     assert words[0] == "vistra", words
-    result = subprocess.run([sys.executable, "-m", "vistra.cli", *words[1:]], cwd=cwd,
-                            capture_output=True, text=True)  # fmt: skip
+    result = run_vistra(*words[1:], cwd=cwd)
     assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
     return result
 
@@ -120,15 +144,29 @@ def lay_out_user_files(folder: Path) -> None:
 
 
 def write_example_weights(folder: Path) -> None:
-    from vistra.models import DETR, Mask2Former, MaskedAutoencoder
+    """The files the Python examples load, in the original repositories' layouts at the
+    published sizes (``original_layouts``, the converter tests' independent trees): MAE's
+    encoder-only ``mae_pretrain_vit_base.pth``, DETR's ``detr-r50-*.pth`` (91 classes),
+    Mask2Former's detectron2 ``model_final.pkl`` (R50, 133 classes)."""
+    from original_layouts import (
+        detectron2_resnet50,
+        original_detr,
+        original_mae,
+        original_mask2former_heads,
+    )
 
-    torch.manual_seed(0)
-    mae = MaskedAutoencoder("base", image_size=224, patch_size=16)
-    torch.save({"model": mae.state_dict()}, folder / "mae_pretrain_vit_base.pth")
-    torch.save({"model": DETR(91).state_dict()}, folder / "detr-r50-e632da11.pth")
-    arrays = {k: v.numpy() for k, v in Mask2Former(133).state_dict().items()}
+    mae, _ = original_mae(224, 16, 768, 12, 12, decoder_width=512, decoder_depth=8,
+                          decoder_heads=16)  # fmt: skip
+    encoder = {k: v for k, v in mae.state_dict().items() if not k.startswith(("decoder", "mask"))}
+    torch.save({"model": encoder}, folder / "mae_pretrain_vit_base.pth")
+    detr = original_detr(256, 8, 2048, 100, 91, encoder_layers=6, decoder_layers=6)
+    torch.save({"model": detr.state_dict()}, folder / "detr-r50-e632da11.pth")
+    backbone, _ = detectron2_resnet50()
+    heads = original_mask2former_heads(256, 100, 133, layers=9, pixel_layers=6, pixel_ffn=1024,
+                                       ffn=2048)  # fmt: skip
+    arrays = {k: v.numpy() for k, v in {**backbone, **heads.state_dict()}.items()}
     with open(folder / "model_final.pkl", "wb") as file:
-        pickle.dump({"model": arrays}, file)
+        pickle.dump({"model": arrays, "__author__": "Detectron2 Model Zoo"}, file)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,12 @@ DETR also resumes mid-epoch under 2-process DDP.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from command import shapes_data_args
+from runner import run_vistra
 
 from vistra.data.shapes import write_shapes
 
@@ -26,8 +25,7 @@ TWO_PROCESSES = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.acc
 
 
 def vistra_fit(*args, cwd: Path) -> str:
-    command = [sys.executable, "-m", "vistra.cli", "fit", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    result = run_vistra("fit", *args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
 

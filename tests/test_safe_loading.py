@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from runner import run_vistra
 
 from vistra.convert.safe import UnsafeFileError
 from vistra.models import SupConModel
@@ -29,8 +28,7 @@ class Payload:
 
 
 def vistra(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)  # fmt: skip
+    return run_vistra(*args, cwd=cwd)
 
 
 @pytest.fixture()
@@ -154,3 +152,13 @@ def test_predict_names_an_output_folder_it_cannot_write(tmp_path, encoder_checkp
                     "taken/out", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--output taken/out: cannot write there" in result.stderr
+
+
+def test_the_networks_a_checkpoint_may_name_are_vistras_five_models():
+    from vistra import models
+    from vistra.inference.checkpoint import VISTRA_NETWORKS, vistra_network
+
+    classes = [models.SupConModel, models.MaskedAutoencoder, models.ViTClassifier, models.DETR,
+               models.Mask2Former]  # fmt: skip
+    assert sorted(VISTRA_NETWORKS) == sorted(f"{c.__module__}.{c.__qualname__}" for c in classes)
+    assert [vistra_network(path) for path in VISTRA_NETWORKS] == classes

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from runner import run_vistra
 from torch.utils.data import DataLoader, Dataset
 
 from vistra.data import DigitsSource, ImageFolderSource, ShardSource
@@ -22,8 +22,7 @@ PER_CLASS, CLASSES = 4, 4
 
 
 def vistra(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vistra.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True)  # fmt: skip
+    return run_vistra(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -32,28 +32,36 @@ def network_spec(network: nn.Module) -> dict:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(network.config)}
 
 
-def vistra_networks() -> dict[str, type[nn.Module]]:
-    """The networks a checkpoint may ask for, by class path: vistra's models and nothing else
-    (a checkpoint is data; it must not choose what code runs)."""
-    from vistra import models
+# The networks a checkpoint may ask for, by class path, and the module that holds each:
+# vistra's models and nothing else (a checkpoint is data; it must not choose what code runs).
+# Only the named family's module is imported.
+VISTRA_NETWORKS = {
+    "vistra.models.supcon.SupConModel": "vistra.models.supcon",
+    "vistra.models.mae.MaskedAutoencoder": "vistra.models.mae",
+    "vistra.models.vit_classifier.ViTClassifier": "vistra.models.vit_classifier",
+    "vistra.models.detr.DETR": "vistra.models.detr",
+    "vistra.models.mask2former.model.Mask2Former": "vistra.models.mask2former.model",
+}
 
-    classes = (models.SupConModel, models.MaskedAutoencoder, models.ViTClassifier, models.DETR,
-               models.Mask2Former)  # fmt: skip
-    return {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
+
+def vistra_network(class_path: str) -> type[nn.Module]:
+    """The class of one of ``VISTRA_NETWORKS``."""
+    import importlib
+
+    return getattr(importlib.import_module(VISTRA_NETWORKS[class_path]), class_path.rsplit(".")[-1])
 
 
 def build_network(spec: dict, origin: str | Path = "checkpoint") -> nn.Module:
     """The network a checkpoint's ``{"class_path", "init_args"}`` describes, if it is one of
-    ``vistra_networks()`` and its arguments are plain data."""
-    allowed = vistra_networks()
+    ``VISTRA_NETWORKS`` and its arguments are plain data."""
     class_path = spec.get("class_path") if isinstance(spec, dict) else None
-    if class_path not in allowed:
+    if class_path not in VISTRA_NETWORKS:
         raise ValueError(f"{origin}: the checkpoint asks for {class_path!r}, which is not a vistra "
-                         f"network (one of {', '.join(sorted(allowed))})")  # fmt: skip
+                         f"network (one of {', '.join(sorted(VISTRA_NETWORKS))})")  # fmt: skip
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
         raise ValueError(f"{origin}: the checkpoint's network arguments are not a dict of names")
-    return allowed[class_path](**init_args)
+    return vistra_network(class_path)(**init_args)
 
 
 def read_checkpoint(path: str | Path, unsafe: bool | None = None) -> dict:

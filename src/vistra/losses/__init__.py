@@ -1,15 +1,29 @@
-"""Losses and matchers, one per file."""
+"""Losses and matchers, one per file.
 
-from vistra.losses.mask_criterion import MaskSetCriterion
-from vistra.losses.mask_matcher import MaskHungarianMatcher
-from vistra.losses.matcher import HungarianMatcher
-from vistra.losses.set_criterion import SetCriterion
-from vistra.losses.supcon import SupConLoss
+The names below are imported on first use: the matchers need scipy, which the contrastive and
+MAE losses do not.
+"""
 
-__all__ = [
-    "HungarianMatcher",
-    "MaskHungarianMatcher",
-    "MaskSetCriterion",
-    "SetCriterion",
-    "SupConLoss",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "HungarianMatcher": "vistra.losses.matcher",
+    "MaskHungarianMatcher": "vistra.losses.mask_matcher",
+    "MaskSetCriterion": "vistra.losses.mask_criterion",
+    "SetCriterion": "vistra.losses.set_criterion",
+    "SupConLoss": "vistra.losses.supcon",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'vistra.losses' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

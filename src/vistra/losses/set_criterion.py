@@ -11,13 +11,6 @@ from torchvision.ops import box_convert, generalized_box_iou
 from vistra.losses.matcher import HungarianMatcher
 
 
-def num_targets_across_ranks(count: int, device: torch.device, across: bool = True) -> float:
-    """Targets per rank averaged over all ranks (at least 1): the loss normaliser. With
-    ``across=False`` this rank's own count: evaluation, where ranks may run different numbers
-    of batches and a collective per batch would wait forever."""
-    return max(averaged_over_ranks([count], device, across)[0], 1.0)
-
-
 def averaged_over_ranks(values: list[float], device: torch.device, across: bool) -> list[float]:
     """``values`` averaged over the processes (one collective), or as they are."""
     total = torch.tensor([float(v) for v in values], device=device)

@@ -1,18 +1,31 @@
-"""Plain ``nn.Module``s: no training engine imported here."""
+"""Plain ``nn.Module``s: no training engine imported here.
 
-from vistra.models.backbones import create_encoder
-from vistra.models.detr import DETR, detr_postprocess
-from vistra.models.mae import MaskedAutoencoder
-from vistra.models.mask2former import Mask2Former
-from vistra.models.supcon import SupConModel
-from vistra.models.vit_classifier import ViTClassifier
+The names below are imported on first use, so that rebuilding one family's network (``vistra
+predict --ckpt``) imports that family's module only.
+"""
 
-__all__ = [
-    "DETR",
-    "Mask2Former",
-    "MaskedAutoencoder",
-    "detr_postprocess",
-    "SupConModel",
-    "ViTClassifier",
-    "create_encoder",
-]
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "DETR": "vistra.models.detr",
+    "Mask2Former": "vistra.models.mask2former",
+    "MaskedAutoencoder": "vistra.models.mae",
+    "detr_postprocess": "vistra.models.detr",
+    "SupConModel": "vistra.models.supcon",
+    "ViTClassifier": "vistra.models.vit_classifier",
+    "create_encoder": "vistra.models.backbones",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'vistra.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,55 @@
+"""Fixtures every test module may take: the ``vistra`` command run as a test runs it, and the
+session's shared trained models (each trained once, on first use, and only read after)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from families import ONE_EPOCH, family_args, write_family_data
+from runner import run_vistra
+
+
+@pytest.fixture
+def vistra():
+    """``vistra(*args, cwd=..., env=None) -> Ran``: the command in this process (``runner``)."""
+    return run_vistra
+
+
+@pytest.fixture(scope="session")
+def family_data(tmp_path_factory) -> Path:
+    """``families.write_family_data``: shapes in COCO files and the same images in class
+    folders."""
+    return write_family_data(tmp_path_factory.mktemp("families"))
+
+
+@pytest.fixture(scope="session")
+def trained(family_data, tmp_path_factory) -> Callable[[str], Path]:
+    """``trained(family) -> last.ckpt`` of ``vistra fit`` on ``family_data`` for one epoch
+    (``families.family_args``), for "detr", "mask2former", "mae" or "supcon". Read it; copy
+    it before changing it."""
+    checkpoints: dict[str, Path] = {}
+
+    def checkpoint(family: str) -> Path:
+        if family not in checkpoints:
+            folder = tmp_path_factory.mktemp(f"trained_{family}")
+            config, args, _ = family_args(family_data, family)
+            done = run_vistra("fit", "--config", config, *args, *ONE_EPOCH, cwd=folder)
+            assert done.returncode == 0, done.stderr[-3000:]
+            (checkpoints[family],) = folder.rglob("last.ckpt")
+        return checkpoints[family]
+
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def mae_learning_run(tmp_path_factory) -> dict:
+    """The MAE demo's pre-training for 55 of its 80 epochs and its probes
+    (``pretrain_and_probe``): the learning test's run, and the pre-trained encoder of the
+    probe and fine-tuning tests (``"checkpoint"``)."""
+    from vistra.demos.probe import pretrain_and_probe
+
+    shorter = ["--trainer.max_epochs=55", "--trainer.check_val_every_n_epoch=55",
+               "--trainer.enable_progress_bar=false"]  # fmt: skip
+    return pretrain_and_probe("mae", tmp_path_factory.mktemp("mae_learning"), *shorter)
