@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runner import run_vistra
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "supcon" / "resnet18_digits.yaml"
 SHRINK = [  # sizes and steps only
@@ -32,6 +33,13 @@ def vistra_fit(cwd: Path, *extra: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "vistra.cli", "fit", "--config", str(CONFIG), *SHRINK, *extra]
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
+
+
+def fit_to_the_end(cwd: Path, *extra: str) -> str:
+    """A run nobody stops (``runner``: the process is not what these tests are about)."""
+    result = run_vistra("fit", "--config", CONFIG, *SHRINK, *extra, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def saved_step(path: Path) -> int:
@@ -55,7 +63,7 @@ def finished(process: subprocess.Popen) -> str:
 def uninterrupted(tmp_path_factory) -> dict:
     """The final weights of the run nobody stopped (a checkpoint interval changes nothing)."""
     folder = tmp_path_factory.mktemp("straight")
-    finished(vistra_fit(folder))
+    fit_to_the_end(folder)
     return weights(folder / RUN / "version_0/checkpoints/last.ckpt")
 
 
@@ -92,7 +100,7 @@ def test_sigkill_then_ckpt_path_last_continues_the_run(tmp_path, uninterrupted):
     rows_before = list(csv.DictReader((killed / RUN / "version_0" / "metrics.csv").open()))
     assert len(rows_before) >= STEPS_PER_EPOCH // 2
 
-    output = finished(vistra_fit(killed, EVERY_2_STEPS, "--ckpt_path", "last"))
+    output = fit_to_the_end(killed, EVERY_2_STEPS, "--ckpt_path", "last")
     assert (
         "resuming from" in output and str(Path("version_0", "checkpoints", "last.ckpt")) in output
     )
@@ -129,7 +137,7 @@ def test_a_stop_signal_saves_the_step_and_the_run_continues_exactly(stop, tmp_pa
     step = saved_step(last)
     assert f"after step {step};" in message
     assert KILL_AFTER_STEP <= step < 2 * STEPS_PER_EPOCH and step % STEPS_PER_EPOCH > 0
-    finished(vistra_fit(tmp_path, "--ckpt_path", "last"))
+    fit_to_the_end(tmp_path, "--ckpt_path", "last")
     assert_same_weights(weights(last), uninterrupted)
 
 
