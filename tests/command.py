@@ -1,4 +1,5 @@
-"""What the command tests share: the data arguments of a shapes set written by the test."""
+"""What the command tests share: the data arguments of a shapes set written by the test, and
+the README's "Smaller networks" sizes for the full-size templates."""
 
 from __future__ import annotations
 
@@ -17,3 +18,19 @@ def shapes_data_args(root: Path, kind: str) -> list[str]:
     if kind == "panoptic":
         args.append(f"--data.init_args.val_instances={ann / 'instances_val.json'}")
     return args
+
+
+NET = "--model.init_args.network.init_args."
+# The README's "Smaller networks" keys at the smallest sizes that still run every part: how the
+# tests of the full-size templates (``custom_*.yaml``) shrink them, a documented substitution.
+SMALL = {
+    "detr": [f"{NET}backbone=resnet18", f"{NET}hidden_dim=32", f"{NET}num_encoder_layers=1",
+             f"{NET}num_decoder_layers=1", f"{NET}ffn_dim=64", f"{NET}num_queries=10"],
+    "mask2former": [f"{NET}backbone=resnet18", f"{NET}dim=32", f"{NET}mask_dim=32",
+                    f"{NET}pixel_decoder_layers=1", f"{NET}pixel_ffn_dim=64",
+                    f"{NET}decoder_layers=3", f"{NET}ffn_dim=64", f"{NET}num_queries=8"],
+    "vit": [f"{NET}size=tiny", f"{NET}depth=2"],
+    "mae": [f"{NET}size=tiny", f"{NET}depth=2", f"{NET}decoder_width=64",
+            f"{NET}decoder_depth=1", f"{NET}decoder_heads=2"],
+    "supcon": [f"{NET}encoder=resnet18", f"{NET}hidden_dim=64"],
+}  # fmt: skip

@@ -3,11 +3,10 @@ session's shared trained models (each trained once, on first use, and only read 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from families import ONE_EPOCH, family_args, write_family_data
+from families import TrainedModels, write_family_data
 from runner import run_vistra
 
 
@@ -25,22 +24,9 @@ def family_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(family_data, tmp_path_factory) -> Callable[[str], Path]:
-    """``trained(family) -> last.ckpt`` of ``vistra fit`` on ``family_data`` for one epoch
-    (``families.family_args``), for "detr", "mask2former", "mae" or "supcon". Read it; copy
-    it before changing it."""
-    checkpoints: dict[str, Path] = {}
-
-    def checkpoint(family: str) -> Path:
-        if family not in checkpoints:
-            folder = tmp_path_factory.mktemp(f"trained_{family}")
-            config, args, _ = family_args(family_data, family)
-            done = run_vistra("fit", "--config", config, *args, *ONE_EPOCH, cwd=folder)
-            assert done.returncode == 0, done.stderr[-3000:]
-            (checkpoints[family],) = folder.rglob("last.ckpt")
-        return checkpoints[family]
-
-    return checkpoint
+def trained(family_data, tmp_path_factory) -> TrainedModels:
+    """``trained(family) -> last.ckpt``, ``trained.printed(family)`` (``families``)."""
+    return TrainedModels(family_data, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

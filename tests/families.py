@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from command import shapes_data_args
 from PIL import Image
+from runner import run_vistra
 
 from vistra.data.shapes import write_shapes
 
@@ -74,3 +75,29 @@ def top1_by_hand(cli, batches: int) -> float:
             correct += int((model(images).argmax(1) == labels).sum())
             total += len(labels)
     return correct / total
+
+
+class TrainedModels:
+    """``trained(family) -> last.ckpt`` of ``vistra fit`` on the shared data for one epoch
+    (``family_args``), for "detr", "mask2former", "mae" or "supcon", trained on first use;
+    ``trained.printed(family)``: what that fit printed. Read the files; copy before changing."""
+
+    def __init__(self, data: Path, folders) -> None:
+        self.data, self.folders = data, folders  # folders: pytest's tmp_path_factory
+        self.runs: dict[str, tuple[Path, str]] = {}
+
+    def fit(self, family: str) -> tuple[Path, str]:
+        if family not in self.runs:
+            folder = self.folders.mktemp(f"trained_{family}")
+            config, args, _ = family_args(self.data, family)
+            done = run_vistra("fit", "--config", config, *args, *ONE_EPOCH, cwd=folder)
+            assert done.returncode == 0, done.stderr[-3000:]
+            (checkpoint,) = folder.rglob("last.ckpt")
+            self.runs[family] = checkpoint, done.stdout
+        return self.runs[family]
+
+    def __call__(self, family: str) -> Path:
+        return self.fit(family)[0]
+
+    def printed(self, family: str) -> str:
+        return self.fit(family)[1]

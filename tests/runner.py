@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,21 @@ def run_vistra(*args, cwd: Path | str, env: dict[str, str] | None = None) -> Ran
                               text=True)  # fmt: skip
         return Ran(words, done.returncode, done.stdout, done.stderr)
     return run_in_process(words, Path(cwd), env or {})
+
+
+def installed_script() -> list[str]:
+    """The ``vistra`` script pip installed beside this interpreter (what a user types)."""
+    beside_python = Path(sys.executable).with_name("vistra")
+    found = str(beside_python) if beside_python.exists() else shutil.which("vistra")
+    assert found, "the vistra script is not installed (pip install -e .)"
+    return [found]
+
+
+def run_script(*args, cwd: Path | str) -> Ran:
+    """``vistra ARGS`` through the installed script, in a process of its own."""
+    words = [str(arg) for arg in args]
+    done = subprocess.run([*installed_script(), *words], cwd=cwd, capture_output=True, text=True)
+    return Ran(words, done.returncode, done.stdout, done.stderr)
 
 
 def launches_processes(words: list[str]) -> bool:

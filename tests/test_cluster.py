@@ -7,6 +7,7 @@ out."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -112,6 +113,26 @@ def test_detr_on_two_torchrun_nodes_trains_and_evaluates_each_image_once(shapes,
         assert f"({HELD_OUT} images)" in output
     assert lines(four, ("Average",)) == lines(single, ("Average",))
     assert lines(three, ("Average",)) == lines(single, ("Average",))
+    # Every query of every image once (10 queries x 7 images) in the COCO results each
+    # validation wrote, the same detections at every world size (batches of other sizes may
+    # round the fifth decimal apart).
+    versions = sorted(tmp_path.rglob("val_epoch_*.json"), key=lambda p: run_version(p))
+    one, *others = [json.loads(path.read_text()) for path in versions[-3:]]  # the validations
+    expected = sorted(one, key=lambda r: (r["image_id"], -r["score"]))
+    assert len(one) == 10 * HELD_OUT
+    for results in others:
+        got = sorted(results, key=lambda r: (r["image_id"], -r["score"]))
+        assert [(r["image_id"], r["category_id"]) for r in got] == [
+            (r["image_id"], r["category_id"]) for r in expected
+        ]
+        for mine, theirs in zip(got, expected):
+            assert mine["score"] == pytest.approx(theirs["score"], abs=1e-4)
+            assert mine["bbox"] == pytest.approx(theirs["bbox"], abs=0.02)
+
+
+def run_version(path: Path) -> int:
+    """N of the ``version_N`` run folder a file is in."""
+    return next(int(part.split("_")[1]) for part in path.parts if part.startswith("version_"))
 
 
 def validated_on_one_and_three(config: Path, data: list[str], folder: Path) -> tuple[str, str]:

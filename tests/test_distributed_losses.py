@@ -83,6 +83,7 @@ def worker(rank: int, port: int, out: str) -> None:
     if rank == 0:
         grads = [torch.cat([g[i] for g in gathered]) for i in range(len(leaves))]
         torch.save({"terms": {k: v / WORLD for k, v in averaged.items()}, "grads": grads}, out)
+    dist.barrier()  # both ranks done before either tears gloo down (else one may abort)
     dist.destroy_process_group()
 
 

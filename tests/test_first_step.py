@@ -7,7 +7,8 @@ What makes them equal: the training sampler deals one permutation out to the ran
 gathers the embeddings of every rank; DETR's and Mask2Former's losses divide by the targets of
 all ranks; each image's MAE mask and Mask2Former points come from that image's own generator
 (``engine.seeding.sample_seeds``). The configs are the ones for a user's own data, shrunk in
-size and steps only. BatchNorm statistics are per process under DDP, so the test uses the
+steps, image size and network size (the README's "Smaller networks" keys: ResNet-18, narrow
+transformers) only. BatchNorm statistics are per process under DDP, so the test uses the
 configs whose BatchNorm is frozen (DETR, Mask2Former: as in the papers) or global (SupCon:
 ``vistra.models.layers.global_batchnorm`` under DDP, as SimCLR and SupCon train).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from command import shapes_data_args
+from command import SMALL, shapes_data_args
 from runner import run_vistra
 from test_cluster import CPU, ONE_PROCESS, finish, free_port
 
@@ -108,7 +109,7 @@ def test_detr_first_step_at_world_size_4(shapes, tmp_path):
             "--data.init_args.eval_size=64", "--data.init_args.eval_max_size=96",
             # Dropout draws a mask per token and process: four processes cannot draw what one
             # draws, in any framework. Off here, so that what is compared is the rest.
-            "--model.init_args.network.init_args.dropout=0"]  # fmt: skip
+            "--model.init_args.network.init_args.dropout=0", *SMALL["detr"]]  # fmt: skip
     assert_same_step(*first_steps(args, tmp_path))
 
 
@@ -119,7 +120,7 @@ def test_mask2former_first_step_at_world_size_4(shapes, tmp_path):
             "--model.init_args.num_points=256",
             # the config's bf16-mixed keeps 8 bits of each product: differences of 1% would
             # hide in its rounding, so the comparison runs in float32
-            "--trainer.precision=32-true"]  # fmt: skip
+            "--trainer.precision=32-true", *SMALL["mask2former"]]  # fmt: skip
     assert_same_step(*first_steps(args, tmp_path), rtol=1e-3)
 
 

@@ -57,18 +57,25 @@ def state_of_this_process() -> dict:
 
 def test_two_runs_in_a_row_behave_as_two_processes(tmp_path):
     before = state_of_this_process()
-    runs = {}
+    runs, references = {}, []
     for seed in (1, 2):
         words = ["fit", "--config", str(CONFIG), *TINY, f"--seed_everything={seed}"]
-        for route in ("in_process", "subprocess"):
-            folder = tmp_path / f"{route}{seed}"
-            folder.mkdir()
-            if route == "in_process":
-                ran = run_in_process(words, folder, {})
-                assert ran.returncode == 0, ran.stderr[-3000:]
-            else:
-                assert in_a_process(words, folder, {}).returncode == 0
-            runs[route, seed] = weights(folder / "vistra_runs")
+        folder = tmp_path / f"subprocess{seed}"
+        folder.mkdir()
+        references.append((seed, folder, subprocess.Popen(
+            [sys.executable, "-m", "vistra.cli", *words], cwd=folder,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))  # fmt: skip
+    for seed in (1, 2):  # in this process, in a row, while the two processes run beside it
+        words = ["fit", "--config", str(CONFIG), *TINY, f"--seed_everything={seed}"]
+        folder = tmp_path / f"in_process{seed}"
+        folder.mkdir()
+        ran = run_in_process(words, folder, {})
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        runs["in_process", seed] = weights(folder / "vistra_runs")
+    for seed, folder, process in references:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+        runs["subprocess", seed] = weights(folder / "vistra_runs")
     for seed in (1, 2):  # each in-process run equals its process, and the seeds differ
         for name, value in runs["subprocess", seed].items():
             assert torch.equal(runs["in_process", seed][name], value), (seed, name)

@@ -46,6 +46,7 @@ def worker(rank, world, port, use_labels, out_path):
     if rank == 0:
         grads = [p.grad for p in model.module.parameters()]
         torch.save({"loss": mean_loss / world, "grads": grads}, out_path)
+    dist.barrier()  # both ranks done before either tears gloo down (else one may abort)
     dist.destroy_process_group()
 
 
