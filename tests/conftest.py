@@ -31,11 +31,11 @@ def trained(family_data, tmp_path_factory) -> TrainedModels:
 
 @pytest.fixture(scope="session")
 def mae_learning_run(tmp_path_factory) -> dict:
-    """The MAE demo's pre-training for 55 of its 80 epochs and its probes
+    """The MAE demo's pre-training for 40 of its 80 epochs and its probes
     (``pretrain_and_probe``): the learning test's run, and the pre-trained encoder of the
     probe and fine-tuning tests (``"checkpoint"``)."""
     from vistra.demos.probe import pretrain_and_probe
 
-    shorter = ["--trainer.max_epochs=55", "--trainer.check_val_every_n_epoch=55",
+    shorter = ["--trainer.max_epochs=40", "--trainer.check_val_every_n_epoch=40",
                "--trainer.enable_progress_bar=false"]  # fmt: skip
     return pretrain_and_probe("mae", tmp_path_factory.mktemp("mae_learning"), *shorter)

@@ -83,8 +83,12 @@ def worker(rank: int, port: int, out: str) -> None:
     if rank == 0:
         grads = [torch.cat([g[i] for g in gathered]) for i in range(len(leaves))]
         torch.save({"terms": {k: v / WORLD for k, v in averaged.items()}, "grads": grads}, out)
-    dist.barrier()  # both ranks done before either tears gloo down (else one may abort)
+    dist.barrier()
     dist.destroy_process_group()
+    # The interpreter's own teardown of gloo's threads sometimes aborts ("terminate called
+    # without an active exception") in a process that imported little besides torch; the
+    # results are on disk, so leave without it.
+    os._exit(0)
 
 
 def free_port() -> int:
