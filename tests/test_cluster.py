@@ -1,9 +1,9 @@
 """Beyond one machine, on this one (CPU, gloo): ``vistra fit`` / ``validate`` launched by
 ``torchrun`` as two "nodes" of two processes, by ``torchrun`` with three processes, and as the
 four tasks ``srun`` starts (its environment variables set by hand). Training runs at world size
-4, and evaluation over 7 held-out images (not a multiple of 3 or 4) gives exactly the
-single-process COCO AP, PQ / mIoU / mask AP and kNN top-1: no image counted twice, none left
-out."""
+4 (SLURM here; torchrun in ``test_first_step.py``), and evaluation over 7 held-out images (not
+a multiple of 3 or 4) gives exactly the single-process COCO AP, PQ / mIoU / mask AP and kNN
+top-1: no image counted twice, none left out."""
 
 from __future__ import annotations
 
@@ -55,8 +55,13 @@ def vistra(*args, cwd: Path) -> str:
 def torchrun(*args, cwd: Path, nodes: int, per_node: int) -> str:
     """``torchrun --nnodes N --node_rank k ...`` once per node, a static rendezvous on this
     machine, each starting ``per_node`` processes of ``vistra``."""
+    return finish(start_torchrun(*args, cwd=cwd, nodes=nodes, per_node=per_node))
+
+
+def start_torchrun(*args, cwd: Path, nodes: int, per_node: int) -> list[subprocess.Popen]:
+    """``torchrun``, started and not waited for (``finish``)."""
     port = free_port()
-    processes = [
+    return [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
                           f"--nproc_per_node={per_node}", f"--node_rank={node}",
                           "--master_addr=127.0.0.1", f"--master_port={port}",
@@ -64,12 +69,16 @@ def torchrun(*args, cwd: Path, nodes: int, per_node: int) -> str:
                          cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for node in range(nodes)
     ]  # fmt: skip
-    return finish(processes)
 
 
 def slurm_tasks(*args, cwd: Path, nodes: int = 2, per_node: int = 2) -> str:
     """The processes ``srun`` starts for ``--nodes N --ntasks-per-node M``, with the variables it
     sets (Lightning's ``SLURMEnvironment`` reads them)."""
+    return finish(start_slurm_tasks(*args, cwd=cwd, nodes=nodes, per_node=per_node))
+
+
+def start_slurm_tasks(*args, cwd: Path, nodes: int, per_node: int) -> list[subprocess.Popen]:
+    """``slurm_tasks``, started and not waited for (``finish``)."""
     common = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vistra", "SLURM_NNODES": str(nodes),
               "SLURM_NTASKS": str(nodes * per_node), "SLURM_NTASKS_PER_NODE": str(per_node),
               "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
@@ -81,7 +90,7 @@ def slurm_tasks(*args, cwd: Path, nodes: int = 2, per_node: int = 2) -> str:
         processes.append(subprocess.Popen([sys.executable, "-m", "vistra.cli", *map(str, args)],
                                           cwd=cwd, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))  # fmt: skip
-    return finish(processes)
+    return processes
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +108,10 @@ def lines(output: str, starts: tuple[str, ...]) -> list[str]:
     return found
 
 
-def test_detr_on_two_torchrun_nodes_trains_and_evaluates_each_image_once(shapes, tmp_path):
+def test_detr_on_two_torchrun_nodes_evaluates_each_image_once(shapes, tmp_path):
+    """(Training under torchrun on 2 "nodes" x 2 processes: ``test_first_step.py``.)"""
     config, data = CONFIGS / "detr/shapes.yaml", shapes_data_args(shapes, "instances")
-    trained = torchrun("fit", "--config", config, *data, *TWO_NODES, "--trainer.max_steps=2",
-                       cwd=tmp_path, nodes=2, per_node=2)  # fmt: skip
-    assert "last checkpoint:" in trained
+    vistra("fit", "--config", config, *data, *ONE_PROCESS, "--trainer.max_steps=2", cwd=tmp_path)
     (checkpoint,) = tmp_path.rglob("last.ckpt")
     validate = ["validate", "--config", config, *data, "--ckpt_path", checkpoint]
     single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
@@ -185,9 +193,14 @@ def test_supcon_under_slurm_trains_and_its_knn_monitor_counts_each_image_once(tm
     assert "last checkpoint:" in trained
     (checkpoint,) = tmp_path.rglob("last.ckpt")
     validate = ["validate", "--config", config, *small, "--ckpt_path", checkpoint]
+    (tmp_path / "four").mkdir(), (tmp_path / "three").mkdir()
+    # The three validations side by side, each in its own folder.
+    at_four = start_slurm_tasks(*validate, *TWO_NODES, cwd=tmp_path / "four", nodes=2,
+                                per_node=2)  # fmt: skip
+    at_three = start_torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path / "three", nodes=1,
+                              per_node=3)  # fmt: skip
     single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
-    four = slurm_tasks(*validate, *TWO_NODES, cwd=tmp_path)
-    three = torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path, nodes=1, per_node=3)
+    four, three = finish(at_four), finish(at_three)
     assert metric(four, "val/knn_top1") == metric(single, "val/knn_top1")
     assert metric(three, "val/knn_top1") == metric(single, "val/knn_top1")
 

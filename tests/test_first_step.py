@@ -39,23 +39,22 @@ def recorder(folder: Path) -> str:
     return "--trainer.callbacks+=" + json.dumps(spec)
 
 
-def launch(args: list, cwd: Path, world: int) -> None:
+# The recorder callback is imported by class path in every process.
+RECORDER_PATH = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+def start_torchrun(args: list, cwd: Path) -> list:
+    """``torchrun`` as 2 "nodes" of ``WORLD // 2`` processes each, started, not waited for."""
     import subprocess as sp
     import sys
 
-    # The recorder callback is imported by class path in every process.
-    path = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    if world == 1:  # the reference: one process, which the runner stands in for
-        result = run_vistra(*args, cwd=cwd, env=path)
-        assert result.returncode == 0, result.stderr[-3000:]
-        return
     port = free_port()
-    command = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
-                f"--nproc_per_node={world // 2}", f"--node_rank={node}",
-                "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "vistra.cli",
-                *map(str, args)] for node in range(2)]  # fmt: skip
-    finish([sp.Popen(c, cwd=cwd, env={**os.environ, **path}, stdout=sp.PIPE, stderr=sp.PIPE,
-                     text=True) for c in command])  # fmt: skip
+    commands = [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                 f"--nproc_per_node={WORLD // 2}", f"--node_rank={node}",
+                 "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "vistra.cli",
+                 *map(str, args)] for node in range(2)]  # fmt: skip
+    return [sp.Popen(c, cwd=cwd, env={**os.environ, **RECORDER_PATH}, stdout=sp.PIPE,
+                     stderr=sp.PIPE, text=True) for c in commands]  # fmt: skip
 
 
 def first_steps(args: list, tmp_path: Path, batch_key: str = "--data.init_args.batch_size"):
@@ -63,10 +62,15 @@ def first_steps(args: list, tmp_path: Path, batch_key: str = "--data.init_args.b
     one, four = tmp_path / "one", tmp_path / "four"
     for folder in (one, four):
         folder.mkdir()
-    launch([*args, *ONE_STEP, *ONE_PROCESS, f"{batch_key}={WORLD * LOCAL_BATCH}",
-            recorder(one / "record")], one, 1)  # fmt: skip
-    launch([*args, *ONE_STEP, *CPU, "--trainer.num_nodes=2", "--trainer.devices=2",
-            f"{batch_key}={LOCAL_BATCH}", recorder(four / "record")], four, WORLD)  # fmt: skip
+    four_args = [*args, *ONE_STEP, *CPU, "--trainer.num_nodes=2", "--trainer.devices=2",
+                 f"{batch_key}={LOCAL_BATCH}", recorder(four / "record")]  # fmt: skip
+    processes = start_torchrun(four_args, four)
+    # The reference, one process (the runner stands in for it), while the four start up.
+    single_run = run_vistra(*args, *ONE_STEP, *ONE_PROCESS, f"{batch_key}={WORLD * LOCAL_BATCH}",
+                            recorder(one / "record"), cwd=one, env=RECORDER_PATH)  # fmt: skip
+    trained = finish(processes)
+    assert single_run.returncode == 0, single_run.stderr[-3000:]
+    assert "last checkpoint:" in trained  # rank 0's summary of the run that trained at 4
     single = torch.load(one / "record/rank0.pt", weights_only=True)
     ranks = [torch.load(four / f"record/rank{r}.pt", weights_only=True) for r in range(WORLD)]
     return single, ranks

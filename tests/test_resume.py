@@ -149,7 +149,7 @@ def test_sigterm_stops_every_ddp_process_at_the_same_step(tmp_path):
     per_rank = (1437 + 1) // 2 // 128  # training batches per epoch on each of the 2 ranks
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir(), stopped.mkdir()
-    finished(vistra_fit(straight, *ddp))
+    reference = vistra_fit(straight, *ddp)  # beside the stopped run: gloo's waits overlap
     process = vistra_fit(stopped, *ddp)
     deadline = time.monotonic() + 600
     while logged_step(stopped) < per_rank + 2:
@@ -164,6 +164,7 @@ def test_sigterm_stops_every_ddp_process_at_the_same_step(tmp_path):
     step = saved_step(last)
     assert f"vistra: stopped by SIGTERM after step {step};" in stderr
     assert step % per_rank > 0  # mid-epoch
+    finished(reference)
     finished(vistra_fit(stopped, *ddp, "--ckpt_path", "last"))
     expected = weights(straight / RUN / "version_0/checkpoints/last.ckpt")
     assert_same_weights(weights(last), expected)
