@@ -55,13 +55,8 @@ def vistra(*args, cwd: Path) -> str:
 def torchrun(*args, cwd: Path, nodes: int, per_node: int) -> str:
     """``torchrun --nnodes N --node_rank k ...`` once per node, a static rendezvous on this
     machine, each starting ``per_node`` processes of ``vistra``."""
-    return finish(start_torchrun(*args, cwd=cwd, nodes=nodes, per_node=per_node))
-
-
-def start_torchrun(*args, cwd: Path, nodes: int, per_node: int) -> list[subprocess.Popen]:
-    """``torchrun``, started and not waited for (``finish``)."""
     port = free_port()
-    return [
+    processes = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
                           f"--nproc_per_node={per_node}", f"--node_rank={node}",
                           "--master_addr=127.0.0.1", f"--master_port={port}",
@@ -69,16 +64,12 @@ def start_torchrun(*args, cwd: Path, nodes: int, per_node: int) -> list[subproce
                          cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for node in range(nodes)
     ]  # fmt: skip
+    return finish(processes)
 
 
 def slurm_tasks(*args, cwd: Path, nodes: int = 2, per_node: int = 2) -> str:
     """The processes ``srun`` starts for ``--nodes N --ntasks-per-node M``, with the variables it
     sets (Lightning's ``SLURMEnvironment`` reads them)."""
-    return finish(start_slurm_tasks(*args, cwd=cwd, nodes=nodes, per_node=per_node))
-
-
-def start_slurm_tasks(*args, cwd: Path, nodes: int, per_node: int) -> list[subprocess.Popen]:
-    """``slurm_tasks``, started and not waited for (``finish``)."""
     common = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vistra", "SLURM_NNODES": str(nodes),
               "SLURM_NTASKS": str(nodes * per_node), "SLURM_NTASKS_PER_NODE": str(per_node),
               "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
@@ -90,7 +81,7 @@ def start_slurm_tasks(*args, cwd: Path, nodes: int, per_node: int) -> list[subpr
         processes.append(subprocess.Popen([sys.executable, "-m", "vistra.cli", *map(str, args)],
                                           cwd=cwd, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))  # fmt: skip
-    return processes
+    return finish(processes)
 
 
 @pytest.fixture(scope="module")
@@ -193,14 +184,9 @@ def test_supcon_under_slurm_trains_and_its_knn_monitor_counts_each_image_once(tm
     assert "last checkpoint:" in trained
     (checkpoint,) = tmp_path.rglob("last.ckpt")
     validate = ["validate", "--config", config, *small, "--ckpt_path", checkpoint]
-    (tmp_path / "four").mkdir(), (tmp_path / "three").mkdir()
-    # The three validations side by side, each in its own folder.
-    at_four = start_slurm_tasks(*validate, *TWO_NODES, cwd=tmp_path / "four", nodes=2,
-                                per_node=2)  # fmt: skip
-    at_three = start_torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path / "three", nodes=1,
-                              per_node=3)  # fmt: skip
     single = vistra(*validate, *ONE_PROCESS, cwd=tmp_path)
-    four, three = finish(at_four), finish(at_three)
+    four = slurm_tasks(*validate, *TWO_NODES, cwd=tmp_path)
+    three = torchrun(*validate, *THREE_PROCESSES, cwd=tmp_path, nodes=1, per_node=3)
     assert metric(four, "val/knn_top1") == metric(single, "val/knn_top1")
     assert metric(three, "val/knn_top1") == metric(single, "val/knn_top1")
 

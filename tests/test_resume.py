@@ -29,10 +29,11 @@ KILL_AFTER_STEP = STEPS_PER_EPOCH + 3  # a checkpoint in the middle of the secon
 RUN = Path("vistra_runs/supcon_digits/lightning_logs")
 
 
-def vistra_fit(cwd: Path, *extra: str) -> subprocess.Popen:
+def vistra_fit(cwd: Path, *extra: str, port: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "vistra.cli", "fit", "--config", str(CONFIG), *SHRINK, *extra]
+    env = {**os.environ, "MASTER_PORT": str(port)} if port else None  # DDP runs side by side
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, env=env)  # fmt: skip
 
 
 def fit_to_the_end(cwd: Path, *extra: str) -> str:
@@ -40,6 +41,19 @@ def fit_to_the_end(cwd: Path, *extra: str) -> str:
     result = run_vistra("fit", "--config", CONFIG, *SHRINK, *extra, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free now and different from each other (all bound at once, then released)."""
+    import socket
+
+    probes = [socket.socket() for _ in range(count)]
+    for probe in probes:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in probes]
+    for probe in probes:
+        probe.close()
+    return ports
 
 
 def saved_step(path: Path) -> int:
@@ -149,8 +163,10 @@ def test_sigterm_stops_every_ddp_process_at_the_same_step(tmp_path):
     per_rank = (1437 + 1) // 2 // 128  # training batches per epoch on each of the 2 ranks
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir(), stopped.mkdir()
-    reference = vistra_fit(straight, *ddp)  # beside the stopped run: gloo's waits overlap
-    process = vistra_fit(stopped, *ddp)
+    # The reference beside the stopped run (gloo's waits overlap), each on its own port.
+    ports = free_ports(2)
+    reference = vistra_fit(straight, *ddp, port=ports[0])
+    process = vistra_fit(stopped, *ddp, port=ports[1])
     deadline = time.monotonic() + 600
     while logged_step(stopped) < per_rank + 2:
         assert process.poll() is None, "the run ended before the signal"
