@@ -32,23 +32,24 @@ def network_spec(network: nn.Module) -> dict:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(network.config)}
 
 
-# The networks a checkpoint may ask for, by class path, and the module that holds each:
-# vistra's models and nothing else (a checkpoint is data; it must not choose what code runs).
-# Only the named family's module is imported.
-VISTRA_NETWORKS = {
-    "vistra.models.supcon.SupConModel": "vistra.models.supcon",
-    "vistra.models.mae.MaskedAutoencoder": "vistra.models.mae",
-    "vistra.models.vit_classifier.ViTClassifier": "vistra.models.vit_classifier",
-    "vistra.models.detr.DETR": "vistra.models.detr",
-    "vistra.models.mask2former.model.Mask2Former": "vistra.models.mask2former.model",
-}
+# The networks a checkpoint may ask for, by class path: vistra's models and nothing else (a
+# checkpoint is data; it must not choose what code runs). Only the named family's module is
+# imported.
+VISTRA_NETWORKS = frozenset({
+    "vistra.models.supcon.SupConModel",
+    "vistra.models.mae.MaskedAutoencoder",
+    "vistra.models.vit_classifier.ViTClassifier",
+    "vistra.models.detr.DETR",
+    "vistra.models.mask2former.model.Mask2Former",
+})  # fmt: skip
 
 
 def vistra_network(class_path: str) -> type[nn.Module]:
     """The class of one of ``VISTRA_NETWORKS``."""
     import importlib
 
-    return getattr(importlib.import_module(VISTRA_NETWORKS[class_path]), class_path.rsplit(".")[-1])
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def build_network(spec: dict, origin: str | Path = "checkpoint") -> nn.Module:
