@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vistra.cli import VistraCLI
+from vistra.convert.files import CheckpointMismatchError
 from vistra.data.box_maps import IGNORE_INDEX, box_class_maps
 from vistra.data.shapes import write_shapes
 from vistra.models import DETR
@@ -74,7 +75,9 @@ def test_box_map_pretraining_learns_and_detr_loads_the_backbone(tmp_path):
 
     partial = {k: v for k, v in torch.load(out).items() if not k.startswith("blocks.1")}
     torch.save(partial, tmp_path / "partial.pt")
-    with pytest.warns(UserWarning, match=r"partial\.pt: \d+ backbone weights not in the file"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"partial\.pt: .* \d+ of its \d+ weights are not in the file"
+    ):
         DETR(
             3,
             backbone="lcnet_050",

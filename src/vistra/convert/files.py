@@ -24,6 +24,12 @@ def read_state_dict(path: str | Path, unsafe: bool | None = None) -> dict[str, T
     Read as data only (``vistra.convert.safe``): a file that would run code is refused with
     an ``UnsafeFileError`` unless ``unsafe`` (or ``VISTRA_UNSAFE_LOAD=1``) says it is trusted.
     """
+    return unwrap_state_dict(read_weight_file(path, unsafe), path)
+
+
+def read_weight_file(path: str | Path, unsafe: bool | None = None):
+    """What a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin`` / ``.safetensors`` / ``.pkl`` file
+    holds, as data (tensors in plain containers), before any unwrapping."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -31,20 +37,23 @@ def read_state_dict(path: str | Path, unsafe: bool | None = None) -> dict[str, T
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        elif path.suffix == ".pkl":  # detectron2 model zoo: numpy arrays in a pickle
+            return load_file(str(path))
+        if path.suffix == ".pkl":  # detectron2 model zoo: numpy arrays in a pickle
             import numpy as np
 
             data = load_pickle_file(path, unsafe)
             data = data.get("model", data) if isinstance(data, dict) else data
-            state = {k: torch.from_numpy(np.asarray(v)) for k, v in data.items()
-                     if isinstance(v, np.ndarray)}  # fmt: skip
-        else:
-            state = load_torch_file(path, unsafe)
+            return {k: torch.from_numpy(np.asarray(v)) for k, v in data.items()
+                    if isinstance(v, np.ndarray)}  # fmt: skip
+        return load_torch_file(path, unsafe)
     except UnsafeFileError:
         raise
     except Exception as error:  # noqa: BLE001 - any reader failure means a bad file
         raise ValueError(f"{path}: cannot read checkpoint ({error})") from error
+
+
+def unwrap_state_dict(state, path: str | Path) -> dict[str, Tensor]:
+    """The state dict inside a file's data (``{"model": ...}``, ``{"state_dict": ...}``)."""
     for key in NESTED_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

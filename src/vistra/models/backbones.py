@@ -55,8 +55,10 @@ def create_feature_backbone(
         dilation: dilate the last stage instead of striding it ("DC5": stride 16).
         frozen_prefixes: parameters whose name starts with one of these are not trained (the
             stem and first stage, as in DETR).
-        checkpoint: local file of timm/torchvision-named weights (ImageNet pre-training);
-            nothing is downloaded.
+        checkpoint: local file holding an encoder of this architecture: timm / torchvision
+            weights (ImageNet pre-training), a vistra SupCon / SimCLR, linear-probe or box-map
+            checkpoint; every weight is checked (``vistra.convert.backbone``). Nothing is
+            downloaded.
         timm_options: passed to ``timm.create_model`` (e.g. ``img_size`` for Swin).
     """
     if name not in timm.list_models():
@@ -66,16 +68,12 @@ def create_feature_backbone(
         options["out_indices"] = tuple(out_indices)
     if dilation:
         options["output_stride"] = 16
-    if checkpoint is not None:
-        from pathlib import Path
-
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"{checkpoint}: backbone checkpoint not found")
-        options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)))
     backbone = timm.create_model(name, **options)
     _drop_unused_blocks(backbone)
     if checkpoint is not None:
-        _warn_missing_weights(backbone, checkpoint)
+        from vistra.convert.backbone import load_backbone_weights
+
+        load_backbone_weights(backbone, checkpoint, name)
     if frozen_batchnorm:
         backbone = timm.layers.freeze_batch_norm_2d(backbone)
     for parameter_name, parameter in backbone.named_parameters():
@@ -96,22 +94,25 @@ def _drop_unused_blocks(backbone: nn.Module) -> None:
     backbone.blocks = blocks[: last + 1]
 
 
-def _warn_missing_weights(backbone: nn.Module, checkpoint: str) -> None:
-    """timm loads backbone files non-strictly (heads and unused stages are dropped): say which
-    of the backbone's own weights the file did not have, as they stay random."""
-    import warnings
+def create_vit_backbone(
+    name: str, strides: tuple[int, ...], checkpoint: str | None = None, **options
+) -> nn.Module:
+    """ViTDet's plain ViT with a simple feature pyramid at ``strides`` (``vit_tiny`` ...
+    ``vit_huge``; ``options`` as ``ViTPyramid``), its trunk from ``checkpoint`` (a vistra MAE,
+    fine-tuning or probe checkpoint, the MAE repository's, Hugging Face ViTMAE or timm ViT
+    weights), every weight checked."""
+    from vistra.models.vit_pyramid import ViTPyramid
 
-    import torch
+    backbone = ViTPyramid(name.removeprefix("vit_"), strides=tuple(strides), **options)
+    if checkpoint is not None:
+        from vistra.convert.backbone import load_backbone_weights
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model"):
-        state = state.get(wrapper, state) if isinstance(state, dict) else state
-    stored = set(state) if isinstance(state, dict) else set()
-    derived = ("num_batches_tracked", "position_index")  # buffers rebuilt, never loaded
-    missing = [k for k in backbone.state_dict() if k not in stored and not k.endswith(derived)]
-    if missing:
-        warnings.warn(
-            f"{checkpoint}: {len(missing)} backbone weights not in the file stay random "
-            f"(e.g. {', '.join(missing[:4])})",
-            stacklevel=3,
-        )
+        load_backbone_weights(backbone, checkpoint, name)
+    return backbone
+
+
+def backbone_channels(backbone: nn.Module) -> list[int]:
+    """Channels of each map a backbone returns (timm feature model or ``ViTPyramid``)."""
+    if hasattr(backbone, "feature_info"):
+        return list(backbone.feature_info.channels())
+    return list(backbone.channels)

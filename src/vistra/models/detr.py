@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from vistra.models.backbones import create_feature_backbone
+from vistra.models.backbones import backbone_channels, create_feature_backbone, create_vit_backbone
 from vistra.models.layers import MLP, Attention, FeedForward, sine_position_encoding
+from vistra.models.vit_pyramid import is_vit_backbone
 
 
 class EncoderLayer(nn.Module):
@@ -64,10 +65,17 @@ class DETR(nn.Module):
     Args:
         num_classes: foreground classes; the class head has ``num_classes + 1`` outputs, the
             last meaning "no object". Mapping to a dataset's category ids is the data's job.
-        backbone: timm ResNet name; ``dilation`` gives the DC5 variant.
-        backbone_checkpoint: local file of ImageNet weights for the backbone (optional).
-        backbone_stage: the ResNet stage whose output feeds the transformer (4 = stride 32, the
-            paper; 3 = stride 16, cheaper than DC5 for small images).
+        backbone: timm name (ResNet: the paper; ``dilation`` gives the DC5 variant), or
+            ``vit_tiny`` ... ``vit_huge``: ViTDet's plain ViT with its simple feature pyramid
+            (``vistra.models.vit_pyramid``), of which DETR takes the level ``backbone_stage``.
+        backbone_checkpoint: local file holding the backbone's encoder (optional): ImageNet
+            weights, or a vistra pre-training run (SupCon / SimCLR or box-map for a timm
+            network, MAE for a ViT), checked weight by weight (``vistra.convert.backbone``).
+        backbone_stage: the stage whose output feeds the transformer, stride 2^(stage+1)
+            (4 = stride 32, the paper; 3 = stride 16, cheaper than DC5 for small images).
+        backbone_options: more arguments of the backbone: ``ViTPyramid``'s for a ViT
+            (``patch_size``, ``pretrain_image_size``, ``window_size``, ``drop_path``...),
+            ``timm.create_model``'s otherwise.
         frozen_batchnorm: fixed BatchNorm (the paper, with a pre-trained backbone); train it
             when the backbone starts from random weights.
         train_stem: also train the stem and first stage (frozen in the paper).
@@ -87,6 +95,7 @@ class DETR(nn.Module):
         dilation: bool = False,
         backbone_checkpoint: str | None = None,
         backbone_stage: int = 4,
+        backbone_options: dict | None = None,
         frozen_batchnorm: bool = True,
         train_stem: bool = False,
         hidden_dim: int = 256,
@@ -115,6 +124,7 @@ class DETR(nn.Module):
             dilation=dilation,
             backbone_checkpoint=None,  # the weights travel in the checkpoint itself
             backbone_stage=backbone_stage,
+            backbone_options=dict(backbone_options or {}),
             frozen_batchnorm=frozen_batchnorm,
             train_stem=train_stem,
             hidden_dim=hidden_dim,
@@ -127,15 +137,24 @@ class DETR(nn.Module):
             aux_loss=aux_loss,
         )
         self.num_classes, self.aux_loss = num_classes, aux_loss
-        self.backbone = create_feature_backbone(
-            backbone,
-            out_indices=(backbone_stage,),
-            frozen_batchnorm=frozen_batchnorm,
-            dilation=dilation,
-            frozen_prefixes=() if train_stem else ("conv1", "bn1", "layer1"),
-            checkpoint=backbone_checkpoint,
-        )
-        self.input_proj = nn.Conv2d(self.backbone.feature_info.channels()[-1], hidden_dim, 1)
+        if is_vit_backbone(backbone):
+            self.backbone = create_vit_backbone(
+                backbone,
+                (2 ** (backbone_stage + 1),),
+                backbone_checkpoint,
+                **(backbone_options or {}),
+            )
+        else:
+            self.backbone = create_feature_backbone(
+                backbone,
+                out_indices=(backbone_stage,),
+                frozen_batchnorm=frozen_batchnorm,
+                dilation=dilation,
+                frozen_prefixes=() if train_stem else ("conv1", "bn1", "layer1"),
+                checkpoint=backbone_checkpoint,
+                **(backbone_options or {}),
+            )  # fmt: skip
+        self.input_proj = nn.Conv2d(backbone_channels(self.backbone)[-1], hidden_dim, 1)
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_encoder_layers)
         )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vistra.convert.backbone import ENCODER_KEY
 from vistra.data.box_maps import IGNORE_INDEX, box_class_maps
 from vistra.models.backbones import create_feature_backbone
 from vistra.tasks.class_count import NOT_SET, ClassCountCheck
@@ -34,6 +35,8 @@ class BoxMapPretraining(ClassCountCheck, L.LightningModule):
     Args:
         num_classes: foreground classes (the head predicts them plus background).
         backbone, backbone_stage: the timm backbone and stage DETR will use.
+        backbone_checkpoint: start the backbone from this file's encoder (as DETR's
+            ``backbone_checkpoint``: ImageNet weights, a SupCon / SimCLR run...).
         backbone_out: file the backbone weights are written to when ``fit`` ends (None: only
             the Lightning checkpoint).
         lr, weight_decay, warmup_steps: AdamW with a cosine decay over the run.
@@ -44,6 +47,7 @@ class BoxMapPretraining(ClassCountCheck, L.LightningModule):
         num_classes: int | None = None,
         backbone: str = "resnet50",
         backbone_stage: int = 4,
+        backbone_checkpoint: str | None = None,
         backbone_out: str | None = None,
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
@@ -54,7 +58,11 @@ class BoxMapPretraining(ClassCountCheck, L.LightningModule):
             raise ValueError(NOT_SET)
         self.save_hyperparameters()
         self.backbone = create_feature_backbone(
-            backbone, out_indices=(backbone_stage,), frozen_batchnorm=False, frozen_prefixes=()
+            backbone,
+            out_indices=(backbone_stage,),
+            frozen_batchnorm=False,
+            frozen_prefixes=(),
+            checkpoint=backbone_checkpoint,
         )
         self.head = nn.Conv2d(self.backbone.feature_info.channels()[-1], num_classes + 1, 1)
 
@@ -85,6 +93,10 @@ class BoxMapPretraining(ClassCountCheck, L.LightningModule):
         schedule = cosine_with_warmup(optimizer, hp.warmup_steps, total_steps)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # What the backbone is, for a later `backbone_checkpoint` (vistra.convert.backbone).
+        checkpoint[ENCODER_KEY] = {"name": self.hparams.backbone}
 
     def on_fit_end(self) -> None:
         if self.hparams.backbone_out and self.trainer.is_global_zero:

@@ -5,20 +5,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vistra.models.backbones import create_feature_backbone
+from vistra.models.backbones import create_feature_backbone, create_vit_backbone
 from vistra.models.mask2former.pixel_decoder import PixelDecoder
 from vistra.models.mask2former.transformer_decoder import MaskedAttentionDecoder
 from vistra.models.swin import SwinFeatures
+from vistra.models.vit_pyramid import is_vit_backbone
 
 STRIDES = (4, 8, 16, 32)
 
 
 class MultiScaleBackbone(nn.Module):
-    """A timm backbone giving NCHW maps at strides 4, 8, 16, 32 (ResNet, Swin, ConvNeXt, ...)."""
+    """A backbone giving NCHW maps at strides 4, 8, 16, 32: a timm network (ResNet, Swin,
+    ConvNeXt, ...) or ViTDet's plain ViT with its simple feature pyramid (``vit_base`` ...)."""
 
     def __init__(self, name: str, frozen_batchnorm: bool, frozen_prefixes: tuple[str, ...],
                  checkpoint: str | None, **timm_options) -> None:  # fmt: skip
         super().__init__()
+        if is_vit_backbone(name):
+            self.body = create_vit_backbone(name, STRIDES, checkpoint, **timm_options)
+            self.picked, self.channels = list(range(len(STRIDES))), list(self.body.channels)
+            self.channels_last, self.out_norms = False, None
+            return
         self.body = create_feature_backbone(
             name,
             out_indices=None,
@@ -56,12 +63,17 @@ class Mask2Former(nn.Module):
     Args:
         num_classes: thing + stuff classes; the class head has ``num_classes + 1`` outputs,
             the last meaning "no object". Mapping to dataset ids is the data's job.
-        backbone: timm name (``resnet50``, ``swin_tiny_patch4_window7_224``, ...).
-        backbone_checkpoint: local file of ImageNet weights (optional; nothing is downloaded).
+        backbone: timm name (``resnet50``, ``swin_tiny_patch4_window7_224``, ...), or
+            ``vit_tiny`` ... ``vit_huge``: ViTDet's plain ViT with its simple feature pyramid
+            (``vistra.models.vit_pyramid``).
+        backbone_checkpoint: local file holding the backbone's encoder (optional; nothing is
+            downloaded): ImageNet weights, or a vistra pre-training run (SupCon / SimCLR for a
+            timm network, MAE for a ViT), checked weight by weight (``vistra.convert.backbone``).
         frozen_batchnorm: fixed BatchNorm in the backbone (use with pre-trained weights).
         train_stem: also train the stem and first stage.
-        backbone_options: passed to timm (e.g. a Swin's ``embed_dim``, ``depths``,
-            ``num_heads``, ``window_size``, ``drop_path_rate``). A Swin runs as
+        backbone_options: passed to ``ViTPyramid`` for a ViT (``patch_size``,
+            ``pretrain_image_size``, ``window_size``, ``drop_path``...), to timm otherwise (e.g.
+            a Swin's ``embed_dim``, ``depths``, ``num_heads``, ``window_size``). A Swin runs as
             ``vistra.models.swin.SwinFeatures``: the original windowing at any input size.
         dim, mask_dim: transformer width and mask-feature channels (256, 256).
         pixel_decoder_layers, pixel_ffn_dim: deformable encoder (6, 1024).
