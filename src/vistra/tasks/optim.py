@@ -99,6 +99,57 @@ def param_groups_layer_decay(
     return list(groups.values())
 
 
+def dense_parameter_groups(
+    network: nn.Module,
+    lr: float,
+    backbone_lr: float,
+    layer_decay: float | None = None,
+    no_decay=lambda name, param: False,
+) -> list[dict]:
+    """AdamW groups of a detector or segmenter with ``network.backbone``.
+
+    A timm backbone trains at ``backbone_lr``. A ViT backbone (a module with ``layer_of``:
+    ``ViTPyramid``) is decayed layer by layer as ViTDet does: its layer l of L = ``num_layers``
+    at ``backbone_lr x layer_decay ** (L - l)`` (``layer_decay`` None: the backbone's own), its
+    norms, biases and ``no_weight_decay()`` names without weight decay; its feature pyramid,
+    new at fine-tuning, trains with the rest. The rest trains at ``lr``, without weight decay
+    where ``no_decay(name, param)`` says so. Frozen parameters are left out.
+    """
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    vit = next((m for m in network.backbone.modules() if hasattr(m, "layer_of")), None)
+    vit_layers: dict[int, tuple[int, bool]] = {}
+    if vit is not None:
+        decay = vit.layer_decay if layer_decay is None else layer_decay
+        skip = vit.no_weight_decay()
+        for name, param in vit.named_parameters():
+            layer = vit.layer_of(name)
+            if layer is not None:
+                vit_layers[id(param)] = (layer, param.ndim <= 1 or name in skip)
+    backbone_ids = {id(p) for p in network.backbone.parameters()}
+    groups: dict[tuple, dict] = {}
+
+    def add(key: tuple, param, group_lr: float, decayed: bool) -> None:
+        group = groups.setdefault(key, {"params": [], "lr": group_lr})
+        if not decayed:
+            group["weight_decay"] = 0.0
+        group["params"].append(param)
+
+    for name, param in network.named_parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in vit_layers:
+            layer, exempt = vit_layers[id(param)]
+            scale = decay ** (vit.num_layers - layer)
+            add(("vit", layer, exempt), param, backbone_lr * scale, not exempt)
+        elif id(param) in backbone_ids and vit is None:
+            add(("backbone",), param, backbone_lr, True)
+        else:
+            exempt = bool(no_decay(name, param))
+            add(("rest", exempt), param, lr, not exempt)
+    return list(groups.values())
+
+
 def cosine_with_warmup(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
 ) -> torch.optim.lr_scheduler.LambdaLR:
