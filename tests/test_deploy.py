@@ -50,6 +50,17 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
                 num_decoder_layers=2, ffn_dim=128, num_queries=5).eval()  # fmt: skip
     with torch.no_grad():  # confident classes so that some detections pass 0.5
         detr.class_embed.bias.copy_(torch.tensor([3.0, 0.0, 0.0, -3.0]))
+    vit_detr = DETR(
+        3,
+        backbone="vit_tiny",
+        backbone_stage=3,
+        hidden_dim=64,
+        num_queries=5,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        ffn_dim=128,
+        backbone_options=dict(depth=2, window_size=4, pretrain_image_size=64),
+    ).eval()
     m2f = Mask2Former(6, backbone="resnet18", dim=32, mask_dim=32, pixel_decoder_layers=1,
                       decoder_layers=3, num_queries=8, heads=4).eval()  # fmt: skip
     supcon = SupConModel(small_input=True).eval()
@@ -63,6 +74,9 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         "detection": _save(root / "detr.ckpt", detr, DETECTION,
                            {"ids": [1, 2, 3], "names": ["circle", "square", "triangle"]}),
         "segmentation": _save(root / "m2f.ckpt", m2f, DETECTION, things),
+        # ViTDet's backbone: windows padded at 96 pixels (6 x 6 patches), another grid at 64 x 80
+        "detection_vit": _save(root / "vit_detr.ckpt", vit_detr, DETECTION,
+                               {"ids": [1, 2, 3], "names": ["circle", "square", "triangle"]}),
         "embedding": _save(root / "supcon.ckpt", supcon, SQUARE),
         "classification": _save(root / "probe.ckpt", mae, SQUARE, extra_state=probe),
         "mae": _save(root / "mae.ckpt", mae, SQUARE),
@@ -102,12 +116,14 @@ def test_predictor_types_inputs_and_original_sizes(checkpoints, images):
     assert scores.scores.shape == (10,) and abs(float(scores.scores.sum()) - 1) < 1e-5
 
 
-@pytest.mark.parametrize("kind", ["detection", "segmentation", "embedding", "classification"])
+@pytest.mark.parametrize(
+    "kind", ["detection", "detection_vit", "segmentation", "embedding", "classification"]
+)
 def test_onnx_export_matches_pytorch_and_predictor_from_onnx_agrees(kind, checkpoints, images,
                                                                     tmp_path):  # fmt: skip
     predictor = Predictor.from_checkpoint(checkpoints[kind])
     files = sorted(images.glob("*.png"))
-    dense = kind in ("detection", "segmentation")
+    dense = kind in ("detection", "detection_vit", "segmentation")
     report = export(predictor, tmp_path / f"{kind}.onnx", files[0], "onnx", dynamic=True,
                     check_sizes=[(64, 80)] if dense else None)  # fmt: skip
     assert report.max_rel <= 1e-4
@@ -116,7 +132,7 @@ def test_onnx_export_matches_pytorch_and_predictor_from_onnx_agrees(kind, checkp
     from_onnx = Predictor.from_onnx(tmp_path / f"{kind}.onnx")
     eager, exported = predictor(files), from_onnx(files)
     for a, b in zip(eager, exported):
-        if kind == "detection":
+        if kind.startswith("detection"):
             torch.testing.assert_close(b.boxes, a.boxes, atol=1e-3, rtol=1e-4)
             assert torch.equal(a.labels, b.labels)
         elif kind == "segmentation":

@@ -117,9 +117,12 @@ def test_mae_repository_vit_base_file_loads_into_vit_base_backbone(tmp_path, cap
     keys = list(tree.state_dict().items())
     state = {k: torch.full((), float(i)).expand(v.shape) for i, (k, v) in enumerate(keys)}
     torch.save({"model": state}, tmp_path / "mae_pretrain_vit_base.pth")
-    network = Mask2Former(3, backbone="vit_base",
-                          backbone_checkpoint=str(tmp_path / "mae_pretrain_vit_base.pth"))
-    assert "starts from a ViT-base encoder (width 768, 12 blocks, patch 16)" in capfd.readouterr().err
+    network = Mask2Former(
+        3, backbone="vit_base", backbone_checkpoint=str(tmp_path / "mae_pretrain_vit_base.pth")
+    )
+    assert (
+        "starts from a ViT-base encoder (width 768, 12 blocks, patch 16)" in capfd.readouterr().err
+    )
     trunk = network.backbone.body
     loaded = trunk.state_dict()
     for key in trunk.trunk_names():

@@ -224,7 +224,7 @@ class ViTPyramid(nn.Module):
         pretrain_grid = pretrain_image_size // patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + pretrain_grid**2, width))
         global_grid = (image_size // patch_size,) * 2
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linearly to drop_path
         self.blocks = nn.ModuleList(
             ViTDetBlock(
                 width, heads, mlp_ratio, rates[i], 0 if i in global_blocks else window_size,
