@@ -48,10 +48,12 @@ def runs(trained, family_data, tmp_path_factory) -> dict[str, Path]:
     return {
         "supcon": supcon,
         "mae": mae,
-        "probe": fit("probe", "supcon/linear_digits.yaml", f"--model.init_args.checkpoint={supcon}"),
+        "probe": fit("probe", "supcon/linear_digits.yaml",
+                     f"--model.init_args.checkpoint={supcon}"),
         "finetune": fit("finetune", "mae/finetune_digits.yaml", f"{NETWORK}checkpoint={mae}"),
         "box_map": fit("box_map", "detr/shapes_backbone.yaml", *shapes),
-        "supcon_cifar_stem": fit("cifar", "supcon/resnet18_digits.yaml", f"{NETWORK}small_input=true"),
+        "supcon_cifar_stem": fit("cifar", "supcon/resnet18_digits.yaml",
+                                 f"{NETWORK}small_input=true"),
     }  # fmt: skip
 
 

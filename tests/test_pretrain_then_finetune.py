@@ -80,14 +80,13 @@ def test_supcon_then_detr_with_the_resnet(trained, family_data, tmp_path):
                 if k.startswith("network.backbone.")]  # fmt: skip
     assert any(k.startswith("layer4.") for k in backbone)
     hp = tuned["hyper_parameters"]
+
     # DETR's recipe: frozen BatchNorm, the stem and first stage not trained.
-    frozen = lambda key: (
-        key.startswith(("conv1.", "bn1.", "layer1."))
-        or ".bn" in key
-        or (  # noqa: E731
-            "downsample.1" in key
+    def frozen(key: str) -> bool:
+        return (
+            key.startswith(("conv1.", "bn1.", "layer1.")) or ".bn" in key or ("downsample.1" in key)
         )
-    )
+
     assert_one_step_from(parameters_of(tuned, "network.backbone.", backbone),
                          parameters_of({"state_dict": encoder}, "network.encoder.", backbone),
                          hp["lr_backbone"], hp["weight_decay"], frozen)  # fmt: skip
