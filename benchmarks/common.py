@@ -115,3 +115,53 @@ def _status_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75)]  # fmt: skip
+
+
+def line_chart(panels: list[dict], path, size: tuple[int, int] = (640, 420)):
+    """Panels side by side, each ``{"title", "x_label", "lines": [(label, xs, ys)]}`` with y in
+    0..1, drawn with PIL (the project draws its pictures without a plotting library)."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    margin = 60
+    canvas = Image.new("RGB", (width * len(panels), height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, panel in enumerate(panels):
+        left = index * width
+        last_x = max(max(xs) for _, xs, _ in panel["lines"]) * 1.05 or 1.0
+
+        def at(x: float, y: float, left=left, last_x=last_x) -> tuple[float, float]:
+            return (left + margin + (width - 2 * margin) * x / last_x,
+                    height - margin - (height - 2 * margin) * y)  # fmt: skip
+
+        draw.rectangle([left + margin, margin, left + width - margin, height - margin],
+                       outline="black")  # fmt: skip
+        for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+            x, y = at(0, tick)
+            draw.line([x - 4, y, x, y], fill="black")
+            draw.text((x - 30, y - 6), f"{tick:.1f}", fill="black")
+        step = max(1, round(last_x / 8))
+        for value in range(0, int(last_x) + 1, step):
+            x, y = at(value, 0)
+            draw.line([x, y, x, y + 4], fill="black")
+            draw.text((x - 4, y + 8), str(value), fill="black")
+        draw.text((left + margin, height - 28), panel["x_label"], fill="black")
+        draw.text((left + 8, 20), panel["title"], fill="black")
+        for number, (label, xs, ys) in enumerate(panel["lines"]):
+            colour = COLOURS[number % len(COLOURS)]
+            points = [at(x, y) for x, y in zip(xs, ys)]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=3)
+            for x, y in points:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+            draw.text((left + margin + 8, margin + 8 + 15 * number), label, fill=colour)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path

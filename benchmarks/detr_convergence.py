@@ -147,43 +147,20 @@ def main() -> None:
 
 
 def plot(files: list[str], out: Path) -> None:
-    """Held-out AP50 against minutes of training, one line per recorded run (PIL: the project
-    draws its pictures without a plotting library)."""
-    from PIL import Image, ImageDraw
+    """Held-out AP50 against minutes of training, one line per recorded run."""
+    import sys
 
-    curves = [json.loads(Path(file).read_text()) for file in files]
-    width, height, margin = 640, 400, 60
-    last_minute = max(max(c["minutes"]) for c in curves) * 1.05
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import line_chart
 
-    def at(minute: float, ap50: float) -> tuple[float, float]:
-        x = margin + (width - 2 * margin) * minute / last_minute
-        return x, height - margin - (height - 2 * margin) * ap50
-
-    draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
-    for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-        x, y = at(0, tick)
-        draw.line([x - 4, y, x, y], fill="black")
-        draw.text((x - 34, y - 6), f"{tick:.1f}", fill="black")
-    for minute in range(0, int(last_minute) + 1, 2):
-        x, y = at(minute, 0)
-        draw.line([x, y, x, y + 4], fill="black")
-        draw.text((x - 4, y + 8), str(minute), fill="black")
-    draw.text((width // 2 - 90, height - 28), "minutes of training, 2 CPU cores", fill="black")
-    draw.text((8, 20), "held-out box AP50 (DETR on 64-pixel shapes)", fill="black")
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
-    for index, (curve, colour) in enumerate(zip(curves, colours)):
-        points = [at(m, a) for m, a in zip(curve["minutes"], curve["ap50"])]
-        draw.line(points, fill=colour, width=3)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+    lines = []
+    for curve in (json.loads(Path(file).read_text()) for file in files):
         steps = curve["pretrain_steps"]
         label = f"box-map backbone stage ({steps} steps), then DETR" if steps else "DETR alone"
-        draw.text((margin + 10, margin + 10 + 16 * index), label, fill=colour)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
-    print(f"wrote {out}")
+        lines.append((label, curve["minutes"], curve["ap50"]))
+    panel = {"title": "held-out box AP50 (DETR on 64-pixel shapes)",
+             "x_label": "minutes of training, 2 CPU cores", "lines": lines}  # fmt: skip
+    print(f"wrote {line_chart([panel], out)}")
 
 
 if __name__ == "__main__":

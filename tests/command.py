@@ -33,4 +33,8 @@ SMALL = {
     "mae": [f"{NET}size=tiny", f"{NET}depth=2", f"{NET}decoder_width=64",
             f"{NET}decoder_depth=1", f"{NET}decoder_heads=2"],
     "supcon": [f"{NET}encoder=resnet18", f"{NET}hidden_dim=64"],
+    # a ViT backbone: the "mae" run's encoder at 32 pixels (the size the README test gives it)
+    "vit_backbone": [f"{NET}backbone=vit_tiny",
+                     f"{NET}backbone_options={{depth: 2, patch_size: 16, pretrain_image_size: 32, "
+                     "image_size: 64, window_size: 4}"],
 }  # fmt: skip

@@ -46,6 +46,12 @@ SHRINK = {
                                                  *SMALL["mask2former"]],
     "configs/mask2former/custom_semantic.yaml": [*AT_64, "--data.init_args.size=64",
                                                  *SMALL["mask2former"]],
+    "configs/mask2former/custom_panoptic_pretrained.yaml": [
+        *AT_64, "--data.init_args.size=64", *SMALL["vit_backbone"],
+        *[a for a in SMALL["mask2former"] if "backbone=" not in a]],
+    "configs/detr/custom_coco_pretrained.yaml": [*AT_64, "--data.init_args.scales=[64]",
+                                                 "--data.init_args.max_size=128",
+                                                 "--data.init_args.crop=null", *SMALL["detr"]],
     "configs/mae/custom_pretrain.yaml": [*AT_32, VIT_AT_32, *SMALL["mae"]],
     "configs/mae/custom_finetune.yaml": [*AT_32, VIT_AT_32, *SMALL["vit"]],
     "configs/supcon/custom_supcon.yaml": [*AT_32, *SMALL["supcon"]],

@@ -72,6 +72,7 @@ def test_vit_trunk_equals_hugging_face_vitdet(sizes):
     assert relative_error(mine, theirs) < 1e-4
 
 
+@torch.no_grad()
 def test_simple_feature_pyramid_is_the_papers():
     # ViTDet, section 3: from the last stride-16 map, stride 4 = two 2x2 stride-2 transposed
     # convolutions (LayerNorm and GELU between), stride 8 = one, stride 16 = the map, stride
@@ -130,3 +131,43 @@ def test_mae_repository_vit_base_file_loads_into_vit_base_backbone(tmp_path, cap
             assert not loaded[key].any(), key
         else:
             assert torch.equal(loaded[key], state[key].expand(loaded[key].shape)), key
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = randomize(ViTPyramid("tiny", depth=2, window_size=4, drop_path=0.0), seed=2)
+    recomputed = ViTPyramid("tiny", depth=2, window_size=4, drop_path=0.0,
+                            grad_checkpointing=True)  # fmt: skip
+    recomputed.load_state_dict(plain.state_dict())
+    images = torch.randn(2, 3, 80, 112, generator=torch.Generator().manual_seed(1))
+    for network in (plain, recomputed):
+        sum(level.square().mean() for level in network(images)).backward()
+    for (name, a), b in zip(plain.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_layer_decay_groups_are_vitdets():
+    # ViTDet: lr x decay ** (num_blocks + 1 - layer), layer 0 = patch and position embeddings,
+    # i + 1 = block i; the pyramid and the detector's own layers at the full rate; the position
+    # table, norms and biases without weight decay.
+    from vistra.models import DETR
+    from vistra.tasks.optim import dense_parameter_groups
+
+    detr = DETR(3, backbone="vit_tiny", backbone_stage=3, backbone_options=dict(depth=4),
+                hidden_dim=32, num_encoder_layers=1, num_decoder_layers=1, ffn_dim=64,
+                num_queries=4)  # fmt: skip
+    groups = dense_parameter_groups(detr, lr=1e-3, backbone_lr=1e-4, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decayed = {id(p): g.get("weight_decay") != 0.0 for g in groups for p in g["params"]}
+    named = dict(detr.named_parameters())
+    assert lr_of[id(named["backbone.pos_embed"])] == pytest.approx(1e-4 * 0.5**5)
+    assert not decayed[id(named["backbone.pos_embed"])]
+    assert lr_of[id(named["backbone.patch_embed.proj.weight"])] == pytest.approx(1e-4 * 0.5**5)
+    for block in range(4):
+        weight = named[f"backbone.blocks.{block}.attn.qkv.weight"]
+        assert lr_of[id(weight)] == pytest.approx(1e-4 * 0.5 ** (4 - block))
+        assert decayed[id(weight)]
+        assert not decayed[id(named[f"backbone.blocks.{block}.norm1.weight"])]
+    assert lr_of[id(named["backbone.pyramid.0.project.0.weight"])] == 1e-3
+    assert lr_of[id(named["class_embed.weight"])] == 1e-3
+    assert len(lr_of) == sum(p.requires_grad for p in detr.parameters())

@@ -39,7 +39,8 @@ ENCODERS = {
     "vistra.models.vit_classifier.ViTClassifier": ("vit", "network.vit."),
 }
 WHOLE_MODELS = ("vistra.models.detr.DETR", "vistra.models.mask2former.model.Mask2Former")
-VIT_PARTS = ("patch_embed.", "pos_embed", "blocks.")  # ViTDet uses no class token, no final norm
+# A ViT encoder's parts (ViTDet's backbone uses neither the class token nor the final norm).
+VIT_PARTS = ("patch_embed.", "pos_embed", "blocks.", "cls_token", "norm.")
 SIZE_OF_WIDTH = {width: size for size, (width, _, _) in PRESETS.items()}
 
 

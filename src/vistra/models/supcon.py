@@ -47,7 +47,9 @@ class SupConModel(nn.Module):
             small_input=small_input,
         )
         self.encoder = create_encoder(encoder, small_input=small_input)
-        width = self.encoder.num_features
+        # What the encoder returns: after timm's pre-logits convolution for the networks that
+        # have one (MobileNetV3, LCNet, EfficientNet...), which ``num_features`` does not count.
+        width = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
         self.num_features = width
         if head == "mlp":
             self.head = nn.Sequential(

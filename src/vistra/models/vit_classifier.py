@@ -98,8 +98,15 @@ class ViTClassifier(nn.Module):
             self.freeze_all_but_last(trainable_blocks)
 
     def load_encoder(self, path: str | Path) -> None:
-        """Copy a pre-trained MAE encoder in (decoder and heads of the file are ignored)."""
-        state = _mae_encoder_state(path)
+        """Copy a pre-trained ViT encoder in (decoder and heads of the file are ignored): any
+        file ``vistra.convert.backbone.read_encoder`` reads (a vistra MAE, fine-tuning or probe
+        checkpoint, the MAE repository's, Hugging Face ViTMAE or timm ViT weights)."""
+        from vistra.convert.backbone import read_encoder
+
+        encoder = read_encoder(path)
+        if encoder.kind != "vit":
+            raise ValueError(f"{path}: holds {encoder.what}, not a ViT encoder")
+        state = dict(encoder.state)
         target = self.vit.state_dict()
         if "pos_embed" in state and state["pos_embed"].shape != target["pos_embed"].shape:
             grid = tuple(self.vit.patch_embed.grid_size)
@@ -156,21 +163,6 @@ class ViTClassifier(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"vit.cls_token", "vit.pos_embed"}
-
-
-def _mae_encoder_state(path: str | Path) -> dict[str, Tensor]:
-    """Encoder weights from any MAE checkpoint kind, in ``MaskedAutoencoder`` names: a vistra
-    checkpoint (its ``network.`` weights), the MAE repository's ``.pth`` or a Hugging Face
-    ViTMAE file (renamed)."""
-    from vistra.convert.files import network_weights, read_state_dict
-    from vistra.convert.mae import mae_state_dict_from_hf
-
-    state = read_state_dict(path)
-    if any(key.startswith("network.") for key in state):
-        return network_weights(state)
-    if any(key.startswith(("vit.", "embeddings.", "decoder.decoder")) for key in state):
-        return mae_state_dict_from_hf(state)
-    return state
 
 
 def resize_position_embedding(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:

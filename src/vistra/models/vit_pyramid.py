@@ -75,17 +75,23 @@ class RelPosAttention(nn.Module):
         batch, height, width, dim = x.shape
         qkv = self.qkv(x).reshape(batch, height * width, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         queries, keys, values = qkv.unbind(0)  # [B, heads, h*w, d] each
-        bias = None
-        if self.rel_pos_h is not None:
+        if self.rel_pos_h is None:
+            attended = F.scaled_dot_product_attention(queries, keys, values)
+        else:
+            # The logits are formed here, the two relative terms added by broadcasting over
+            # their view as [B, heads, h, w, h, w]: PyTorch's fused kernel with the sum as an
+            # additive mask costs a [B, heads, h*w, h*w] tensor more and a slower backward.
+            scale = queries.shape[-1] ** -0.5
+            logits = (queries * scale) @ keys.transpose(-2, -1)
             grid_queries = queries.reshape(batch, self.heads, height, width, -1)
             along_h = torch.einsum("bnhwc,hkc->bnhwk", grid_queries,
                                    relative_table(height, self.rel_pos_h))  # fmt: skip
             along_w = torch.einsum("bnhwc,wkc->bnhwk", grid_queries,
                                    relative_table(width, self.rel_pos_w))  # fmt: skip
-            bias = (along_h[..., :, None] + along_w[..., None, :]).reshape(
-                batch, self.heads, height * width, height * width
-            )
-        attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
+            logits = logits.view(batch, self.heads, height, width, height, width)
+            logits = logits + along_h[..., :, None] + along_w[..., None, :]
+            weights = logits.view(batch, self.heads, height * width, -1).softmax(dim=-1)
+            attended = weights @ values
         return self.proj(attended.transpose(1, 2).reshape(batch, height, width, dim))
 
 
