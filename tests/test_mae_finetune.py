@@ -90,7 +90,8 @@ def test_encoder_of_another_depth_is_refused(mae_file, tmp_path):
     shallow = MaskedAutoencoder("tiny", image_size=32, patch_size=8, decoder_depth=1, depth=2)
     vistra_file = tmp_path / "shallow.ckpt"
     state = {f"network.{k}": v for k, v in shallow.state_dict().items()}
-    torch.save({"vistra_network": {}, "state_dict": state}, vistra_file)
+    record = {"class_path": "vistra.models.mae.MaskedAutoencoder", "init_args": shallow.config}
+    torch.save({"vistra_network": record, "state_dict": state}, vistra_file)
     with pytest.raises(ValueError, match=r"depth differs\?.*missing \['blocks.10"):
         ViTClassifier(10, "tiny", 32, 8, checkpoint=str(vistra_file))
     assert (

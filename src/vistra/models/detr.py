@@ -137,23 +137,15 @@ class DETR(nn.Module):
             aux_loss=aux_loss,
         )
         self.num_classes, self.aux_loss = num_classes, aux_loss
-        if is_vit_backbone(backbone):
-            self.backbone = create_vit_backbone(
-                backbone,
-                (2 ** (backbone_stage + 1),),
-                backbone_checkpoint,
-                **(backbone_options or {}),
-            )
-        else:
-            self.backbone = create_feature_backbone(
-                backbone,
-                out_indices=(backbone_stage,),
-                frozen_batchnorm=frozen_batchnorm,
-                dilation=dilation,
-                frozen_prefixes=() if train_stem else ("conv1", "bn1", "layer1"),
-                checkpoint=backbone_checkpoint,
-                **(backbone_options or {}),
-            )  # fmt: skip
+        self.backbone = detr_backbone(
+            backbone,
+            backbone_stage,
+            backbone_checkpoint,
+            backbone_options,
+            frozen_batchnorm,
+            dilation,
+            train_stem,
+        )
         self.input_proj = nn.Conv2d(backbone_channels(self.backbone)[-1], hidden_dim, 1)
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_encoder_layers)
@@ -213,6 +205,31 @@ class DETR(nn.Module):
             if self.aux_loss or index == len(self.decoder_layers) - 1:
                 outputs.append(self.decoder_norm(x))
         return torch.stack(outputs)
+
+
+def detr_backbone(
+    name: str,
+    stage: int,
+    checkpoint: str | None,
+    options: dict | None,
+    frozen_batchnorm: bool,
+    dilation: bool,
+    train_stem: bool,
+) -> nn.Module:
+    """DETR's backbone, returning the one map of ``stage`` (stride 2^(stage+1)): a ViT with
+    ViTDet's pyramid level, or a timm network's stage (the stem and first stage frozen unless
+    ``train_stem``)."""
+    if is_vit_backbone(name):
+        return create_vit_backbone(name, (2 ** (stage + 1),), checkpoint, **(options or {}))
+    return create_feature_backbone(
+        name,
+        out_indices=(stage,),
+        frozen_batchnorm=frozen_batchnorm,
+        dilation=dilation,
+        frozen_prefixes=() if train_stem else ("conv1", "bn1", "layer1"),
+        checkpoint=checkpoint,
+        **(options or {}),
+    )
 
 
 @torch.no_grad()
