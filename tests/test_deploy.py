@@ -116,9 +116,9 @@ def test_predictor_types_inputs_and_original_sizes(checkpoints, images):
     assert scores.scores.shape == (10,) and abs(float(scores.scores.sum()) - 1) < 1e-5
 
 
-@pytest.mark.parametrize(
-    "kind", ["detection", "detection_vit", "segmentation", "embedding", "classification"]
-)
+# DETR with a ResNet exports through the README's own `vistra export` (tests/test_readme.py);
+# here DETR with ViTDet's backbone, whose windows and resized position table must trace too.
+@pytest.mark.parametrize("kind", ["detection_vit", "segmentation", "embedding", "classification"])
 def test_onnx_export_matches_pytorch_and_predictor_from_onnx_agrees(kind, checkpoints, images,
                                                                     tmp_path):  # fmt: skip
     predictor = Predictor.from_checkpoint(checkpoints[kind])
