@@ -26,10 +26,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vistra.convert.files import CheckpointMismatchError, read_weight_file, unwrap_state_dict
-from vistra.models.layers.vit import PRESETS
+from vistra.convert.files import (
+    NETWORK_KEY,
+    CheckpointMismatchError,
+    read_weight_file,
+    unwrap_state_dict,
+)
+from vistra.models.layers.vit import PRESETS, resize_position_embedding
 
-NETWORK_KEY = "vistra_network"  # as vistra.inference.checkpoint writes it
 ENCODER_KEY = "vistra_encoder"  # {"name": timm architecture} of a task without a network
 
 # Where each vistra network keeps its encoder in a checkpoint's state, and of which kind.
@@ -195,8 +199,6 @@ def _vit_state(backbone: nn.Module, encoder: Encoder, refuse, path) -> dict[str,
 def _position_table(table: Tensor, ours: Tensor, path) -> Tensor:
     """The file's absolute position table [1, (1 +) n, D] as the backbone's [1, 1 + g*g, D]:
     a missing class-token row added as zeros, another grid resized bicubically."""
-    from timm.layers import resample_abs_pos_embed
-
     table = table.reshape(1, -1, table.shape[-1])
     side, ours_side = _grid_side(table.shape[1]), _grid_side(ours.shape[1] - 1)
     if side is None:  # a class token's row first
@@ -210,8 +212,7 @@ def _position_table(table: Tensor, ours: Tensor, path) -> Tensor:
         print(f"{path}: position table of a {side} x {side} patch grid resized bicubically to "
               f"the backbone's {ours_side} x {ours_side} (its pretrain_image_size)",
               file=sys.stderr)  # fmt: skip
-        table = resample_abs_pos_embed(table, [ours_side] * 2, [side] * 2, num_prefix_tokens=1,
-                                       interpolation="bicubic", antialias=False)  # fmt: skip
+        table = resize_position_embedding(table, (ours_side, ours_side))
     return table
 
 

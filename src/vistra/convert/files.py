@@ -11,6 +11,8 @@ from torch import Tensor
 from vistra.convert.safe import UnsafeFileError, load_pickle_file, load_torch_file
 
 NESTED_KEYS = ("model", "state_dict", "module")
+# Where a vistra checkpoint records its network ({"class_path", "init_args"}).
+NETWORK_KEY = "vistra_network"
 
 
 class CheckpointMismatchError(ValueError):

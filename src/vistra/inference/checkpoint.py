@@ -11,9 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
+from vistra.convert.files import NETWORK_KEY
 from vistra.convert.safe import UnsafeFileError, load_torch_file
-
-NETWORK_KEY = "vistra_network"
 
 
 def model_class(network: nn.Module) -> type:

@@ -9,14 +9,13 @@ after the final norm feeds the head.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from pathlib import Path
 
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from vistra.models.layers.vit import PRESETS, vit_layer_of
+from vistra.models.layers.vit import PRESETS, resize_position_embedding, vit_layer_of
 
 ENCODER_PREFIXES = ("patch_embed.", "cls_token", "pos_embed", "blocks.", "norm.")
 
@@ -163,20 +162,3 @@ class ViTClassifier(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"vit.cls_token", "vit.pos_embed"}
-
-
-def resize_position_embedding(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
-    """[1, 1 + h*w, D] (class token first) -> [1, 1 + H*W, D] for the patch grid ``grid``.
-
-    The grid part is resized bicubically without antialiasing (``align_corners=False``), as
-    the MAE and DeiT fine-tuning code does; the class token is kept. A square old grid is
-    assumed (the MAE and ViT checkpoints people have)."""
-    from timm.layers import resample_abs_pos_embed
-
-    old = round(math.sqrt(pos_embed.shape[1] - 1))
-    if old * old != pos_embed.shape[1] - 1:
-        raise ValueError(
-            f"position embedding of {pos_embed.shape[1] - 1} patches is not a square grid"
-        )
-    return resample_abs_pos_embed(pos_embed, list(grid), [old, old], num_prefix_tokens=1,
-                                  interpolation="bicubic", antialias=False)  # fmt: skip

@@ -4,6 +4,8 @@ layer-wise lr decay indices."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
@@ -115,3 +117,20 @@ def run_blocks(blocks, hidden: Tensor, recompute: bool = False) -> Tensor:
 def transformer_blocks(network: nn.Module) -> list[nn.Module]:
     """The ViT blocks of ``network`` (encoder and decoder), the units FSDP shards by."""
     return [module for module in network.modules() if isinstance(module, Block)]
+
+
+def resize_position_embedding(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
+    """[1, 1 + h*w, D] (class token first) -> [1, 1 + H*W, D] for the patch grid ``grid``.
+
+    The grid part is resized bicubically without antialiasing (``align_corners=False``), as
+    the MAE and DeiT fine-tuning code does; the class token is kept. A square old grid is
+    assumed (the MAE and ViT checkpoints people have)."""
+    from timm.layers import resample_abs_pos_embed
+
+    old = round(math.sqrt(pos_embed.shape[1] - 1))
+    if old * old != pos_embed.shape[1] - 1:
+        raise ValueError(
+            f"position embedding of {pos_embed.shape[1] - 1} patches is not a square grid"
+        )
+    return resample_abs_pos_embed(pos_embed, list(grid), [old, old], num_prefix_tokens=1,
+                                  interpolation="bicubic", antialias=False)  # fmt: skip
