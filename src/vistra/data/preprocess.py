@@ -3,16 +3,17 @@
 The data modules' evaluation transform, their batch padding, ``vistra.Predictor`` and
 ``vistra export`` all take it from a ``Preprocess``, and a checkpoint stores it (``to_dict``),
 so an image is prepared the same way in validation, in ``vistra predict`` and in an exported
-file.
+file. The image is resized by Pillow (bilinear, Pillow's antialiasing when it shrinks) in every
+route: ``array`` needs only numpy and Pillow (the ONNX route), ``transform`` hands the PIL image
+to torchvision's ``Resize`` before it becomes a tensor, which resizes it with Pillow too.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
-from torch import Tensor
-from torchvision.transforms import v2
+import numpy as np
+from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,9 +70,38 @@ class Preprocess:
         return Preprocess("shorter_side", min(height, width), max(height, width), self.mean,
                           self.std, self.pad_multiple)  # fmt: skip
 
-    def transform(self) -> v2.Compose:
-        """A torchvision v2 transform: PIL image or uint8 tensor (with boxes / masks, which
-        follow) -> normalized float [3, h, w]."""
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) an image of ``height x width`` is resized to (before ``center_crop``'s
+        crop): the shorter side to ``size`` and the longer in proportion, rounded down; with
+        ``max_size``, when the longer side would pass it, the longer side to ``max_size`` and
+        the shorter in proportion, rounded down (torchvision's ``Resize`` rule)."""
+        short, long = min(height, width), max(height, width)
+        new_short, new_long = self.size, int(self.size * long / short)
+        if self.resize == "shorter_side" and self.max_size is not None:
+            if self.max_size <= self.size:  # the longer side decides
+                new_short, new_long = int(self.max_size * short / long), self.max_size
+            elif new_long > self.max_size:
+                new_short, new_long = int(self.max_size * new_short / new_long), self.max_size
+        return (new_short, new_long) if height <= width else (new_long, new_short)
+
+    def array(self, image: Image.Image) -> np.ndarray:
+        """One RGB PIL image -> normalized float32 [3, h, w] (numpy and Pillow only)."""
+        height, width = self.output_size(image.height, image.width)
+        resized = image.convert("RGB").resize((width, height), Image.BILINEAR)
+        if self.resize == "center_crop":
+            top = int(round((height - self.size) / 2.0))
+            left = int(round((width - self.size) / 2.0))
+            resized = resized.crop((left, top, left + self.size, top + self.size))
+        pixels = np.asarray(resized, dtype=np.float32) / np.float32(255)
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+    def transform(self):
+        """A torchvision v2 transform for training data: PIL image (with boxes / masks, which
+        follow) -> normalized float [3, h, w], equal to ``array``."""
+        import torch
+        from torchvision.transforms import v2
+
         if self.resize == "shorter_side":
             size, max_size = self.size, self.max_size
             if max_size is not None and max_size <= size:  # the longer side decides
@@ -79,12 +109,14 @@ class Preprocess:
             steps = [v2.Resize(size, max_size=max_size, antialias=True)]
         else:
             steps = [v2.Resize(self.size, antialias=True), v2.CenterCrop(self.size)]
-        return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True),
+        return v2.Compose([*steps, v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                            v2.Normalize(list(self.mean), list(self.std))])  # fmt: skip
 
-    def __call__(self, image) -> Tensor:
-        """One image -> normalized float [3, h, w] (a plain tensor)."""
-        return self.transform()(image).as_subclass(Tensor)
+    def __call__(self, image):
+        """One RGB PIL image -> normalized float [3, h, w] (a torch tensor)."""
+        import torch
+
+        return torch.from_numpy(self.array(image))
 
     def padded_size(self, sizes: list[tuple[int, int]]) -> tuple[int, int]:
         """The batch size that holds every (h, w) of ``sizes``, rounded up to ``pad_multiple``."""
@@ -94,15 +126,27 @@ class Preprocess:
         return height, width
 
 
-def pad_images(images: list[Tensor], preprocess: Preprocess | None = None) -> tuple[Tensor, Tensor]:
+def pad_arrays(
+    images: list[np.ndarray], preprocess: Preprocess | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Zero-pad [3, h, w] images at the bottom right to one size (the largest, rounded up to
-    ``preprocess.pad_multiple``) -> ``(images [B, 3, H, W], pixel_mask [B, H, W] bool)``."""
+    ``preprocess.pad_multiple``; or ``size``) -> ``(images [B, 3, H, W] float32, pixel_mask
+    [B, H, W] bool, True on the image)``."""
     sizes = [tuple(image.shape[-2:]) for image in images]
-    height, width = (preprocess or Preprocess("shorter_side", 1)).padded_size(sizes)
-    batch = images[0].new_zeros(len(images), 3, height, width)
-    pixel_mask = torch.zeros(len(images), height, width, dtype=torch.bool)
-    for index, image in enumerate(images):
-        h, w = image.shape[-2:]
-        batch[index, :, :h, :w] = image
+    height, width = size or (preprocess or Preprocess("shorter_side", 1)).padded_size(sizes)
+    batch = np.zeros((len(images), 3, height, width), dtype=np.float32)
+    pixel_mask = np.zeros((len(images), height, width), dtype=bool)
+    for index, (h, w) in enumerate(sizes):
+        batch[index, :, :h, :w] = images[index]
         pixel_mask[index, :h, :w] = True
     return batch, pixel_mask
+
+
+def pad_images(images: list, preprocess: Preprocess | None = None) -> tuple:
+    """``pad_arrays`` of CPU tensors -> ``(images [B, 3, H, W], pixel_mask [B, H, W] bool)``
+    tensors."""
+    import torch
+
+    batch, pixel_mask = pad_arrays([image.numpy() for image in images], preprocess)
+    return torch.from_numpy(batch), torch.from_numpy(pixel_mask)

@@ -6,9 +6,12 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # fmt: skip
@@ -126,7 +129,9 @@ def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> li
     from pycocotools import mask as mask_utils
 
     results = []
-    masks = np.asfortranarray(instances["masks"].cpu().numpy().transpose(1, 2, 0).astype(np.uint8))
+    masks = np.asfortranarray(
+        np.asarray(_cpu(instances["masks"])).transpose(1, 2, 0).astype(np.uint8)
+    )
     encoded = mask_utils.encode(masks) if len(instances["scores"]) else []
     boxes = mask_utils.toBbox(encoded) if len(encoded) else []
     for rle, box, score, label in zip(encoded, boxes, instances["scores"].tolist(),
@@ -136,3 +141,8 @@ def masks_to_coco(image_id: int, instances: dict, category_ids: list[int]) -> li
                         "segmentation": rle, "bbox": [round(float(v), 2) for v in box],
                         "score": round(float(score), 5)})  # fmt: skip
     return results
+
+
+def _cpu(array):
+    """A torch tensor moved to the CPU; a numpy array as it is."""
+    return array.cpu() if hasattr(array, "cpu") else array

@@ -70,7 +70,7 @@ def predict_files(predictor, paths: list[tuple[Path, Path]], out: Path, options)
     memory at once) and write the results files; image ids are input positions from 1."""
     from tqdm import tqdm
 
-    from vistra.data.sources.base import ImageLoadError
+    from vistra.data.image_files import ImageLoadError
     from vistra.inference.files import writer_for
     from vistra.inference.images import InputError, output_stems, to_pil
     from vistra.inference.results import finite
@@ -91,7 +91,11 @@ def predict_files(predictor, paths: list[tuple[Path, Path]], out: Path, options)
             chunk.append(ImageRecord(name, stems[name], start + position + 1, image))
         if not chunk:
             continue
-        for record, result in zip(chunk, predictor.run([r.image for r in chunk])):
+        try:
+            results = predictor.run([r.image for r in chunk])
+        except InputError as error:
+            return fail("predict", f"{chunk[0].name}: {error}")
+        for record, result in zip(chunk, results):
             if not finite(result):
                 return fail("predict", f"{record.name}: the model's outputs are not finite (NaN "
                             f"or infinite: a diverged checkpoint?); {options.ckpt} gives no "
@@ -114,7 +118,10 @@ def export_parser() -> argparse.ArgumentParser:
                         "synthetic scene)")  # fmt: skip
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
+    parser.add_argument("--static", action="store_true", help="a fixed batch of 1 at --height x "
+                        "--width (default: any batch and size); vistra fits images to it or "
+                        "refuses them")  # fmt: skip
+    parser.add_argument("--dynamic", action="store_true", help=argparse.SUPPRESS)  # the default
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     return parser
@@ -132,11 +139,11 @@ def export_command(words: list[str]) -> int:
         predictor = Predictor.from_checkpoint(options.ckpt, unsafe_load=options.unsafe_load or None)
         image = options.image or _synthetic_scene()
         check = None
-        if options.dynamic and predictor.kind in ("detection", "segmentation"):
+        if not options.static and predictor.kind in ("detection", "segmentation"):
             base = options.height or predictor.preprocess.size
             check = [(base // 2 + 16, base // 2 + 48)]
         report = export(predictor, options.output, image, options.format, options.height,
-                        options.width, options.dynamic, check, options.tolerance)  # fmt: skip
+                        options.width, not options.static, check, options.tolerance)  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         return fail("export", error)
     except ImportError as error:

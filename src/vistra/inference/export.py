@@ -3,7 +3,10 @@
 The exported graph takes a normalized image batch (and, for detection, its ``pixel_mask``) and
 returns raw outputs: class logits (classification), features (embeddings), ``pred_logits`` +
 ``pred_boxes`` (DETR) or ``pred_logits`` + ``pred_masks`` (Mask2Former); the same pre- and
-post-processing as ``vistra.Predictor`` turns them into results (``Predictor.from_onnx``).
+post-processing as ``vistra.Predictor`` turns them into results (``Predictor.from_onnx``; the
+README's "The ONNX file" writes both down). Batch and image size are dynamic unless a fixed
+size is asked for; the weights are inside the one ``.onnx`` file (beside it in
+``<name>.onnx.data`` only above protobuf's 2 GB limit).
 Right after writing, the file is run (onnxruntime, or the loaded program) on a real image and
 compared with the PyTorch model; the export fails above the tolerance.
 """
@@ -12,16 +15,17 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from vistra.data.preprocess import pad_images
 from vistra.inference.images import to_pil
-from vistra.inference.network import OUTPUT_NAMES, InferenceNetwork
+from vistra.inference.network import InferenceNetwork
 from vistra.inference.onnx import METADATA_KEY, OnnxNetwork, onnx_session
 from vistra.inference.predictor import Predictor
+from vistra.inference.spec import OUTPUT_NAMES, InferenceSpec
 
 
 @dataclass
@@ -60,7 +64,7 @@ def export(
     format: str = "onnx",
     height: int | None = None,
     width: int | None = None,
-    dynamic: bool = False,
+    dynamic: bool = True,
     check_sizes: list[tuple[int, int]] | None = None,
     tolerance: float = 1e-4,
 ) -> ExportReport:
@@ -69,7 +73,8 @@ def export(
     Args:
         format: "onnx" or "exported-program" (``torch.export``, saved with ``torch.export.save``).
         height, width: the example input size (default: the predictor's own resize of ``image``).
-        dynamic: dynamic batch and image size (where the model allows).
+        dynamic: dynamic batch and image size (default); ``False``: batch 1 at the example
+            size, and the file's preprocessing made to fit it (``Preprocess.resized``).
         check_sizes: extra (height, width) to compare at (dynamic exports), besides the example.
         tolerance: largest allowed relative difference (max |a - b| / max |b|).
 
@@ -95,17 +100,19 @@ def export(
         shapes = {"images": {0: batch, 2: rows, 3: cols}}
         if len(inputs) == 2:
             shapes["pixel_mask"] = {0: batch, 1: rows, 2: cols}
+    metadata = json.dumps(file_spec(predictor.spec, inputs[0], dynamic).to_dict())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if format == "onnx":
-            torch.onnx.export(module, inputs, str(output), input_names=names,
-                              output_names=list(OUTPUT_NAMES[predictor.kind]),
-                              dynamic_shapes=shapes, dynamo=True, verbose=False)  # fmt: skip
-            _write_metadata(output, predictor)
+            program = torch.onnx.export(
+                module, inputs, None, input_names=names, dynamo=True, verbose=False,
+                output_names=list(OUTPUT_NAMES[predictor.kind]), dynamic_shapes=shapes,
+            )  # fmt: skip
+            program.model.metadata_props[METADATA_KEY] = metadata
+            save_onnx(program, output)
         else:
             program = torch.export.export(module, inputs, dynamic_shapes=shapes)
-            torch.export.save(program, str(output), extra_files={f"{METADATA_KEY}.json": json.dumps(
-                predictor.spec.to_dict())})  # fmt: skip
+            torch.export.save(program, str(output), extra_files={f"{METADATA_KEY}.json": metadata})
     sizes = [tuple(inputs[0].shape[-2:])] + list(check_sizes or [])
     report = compare(module, load_exported(output), predictor, image, inputs, sizes)
     report.path = output
@@ -129,13 +136,25 @@ def compare(module, runner, predictor, image, inputs, sizes) -> ExportReport:
     return ExportReport(None, worst_abs, worst_rel, sizes)
 
 
-def _write_metadata(path: Path, predictor: Predictor) -> None:
-    import onnx
+def file_spec(spec: InferenceSpec, images, dynamic: bool) -> InferenceSpec:
+    """The spec an exported file stores: the predictor's, or for a fixed-size file of
+    detection / segmentation, its resize rule made to give that size."""
+    if dynamic or spec.kind not in ("detection", "segmentation"):
+        return spec
+    height, width = images.shape[-2:]
+    return replace(spec, preprocess=spec.preprocess.resized(int(height), int(width)))
 
-    model = onnx.load(str(path), load_external_data=True)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(predictor.spec.to_dict())
-    onnx.save(model, str(path))
+
+def save_onnx(program, output: Path) -> None:
+    """One ``.onnx`` file with every weight inside; above protobuf's 2 GB limit the weights go
+    to ``<name>.onnx.data`` beside it (onnxruntime reads it from there), and the run says so.
+    A stale ``.data`` file of an earlier export is removed."""
+    data = output.with_name(output.name + ".data")
+    data.unlink(missing_ok=True)
+    program.save(str(output))
+    if data.exists():
+        print(f"{output}: over protobuf's 2 GB limit, the weights are in {data.name} beside it "
+              "(ship both files)")  # fmt: skip
 
 
 def load_exported(path: str | Path):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import glob
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor
 
-from vistra.data.sources.base import as_rgb, load_image
+from vistra.data.image_files import IMAGE_SUFFIXES, as_rgb, load_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Segmentation upsamples every query's mask logits (and every class's score) to the output
 # size: memory grows with its pixel count. Maps of larger images are made at a reduced size
 # (2048 x 2048: full size for Cityscapes and camera photos up to 4 MP).
@@ -33,7 +31,8 @@ def to_pil(item, where: str = "input") -> Image.Image:
         if item.ndim != 3 or item.shape[2] != 3:
             raise InputError(f"{where}: expected an H x W x 3 array, got shape {item.shape}")
         return Image.fromarray(item.astype(np.uint8))
-    if isinstance(item, Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only come from a program that has torch
+    if torch is not None and isinstance(item, torch.Tensor):
         if item.ndim != 3 or item.shape[0] != 3:
             raise InputError(f"{where}: expected a 3 x H x W tensor, got {tuple(item.shape)}")
         array = item.detach().cpu()

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-OUTPUT_NAMES = {
-    "classification": ("logits",),
-    "embedding": ("features",),
-    "detection": ("pred_logits", "pred_boxes"),
-    "segmentation": ("pred_logits", "pred_masks"),
-}
+from vistra.inference.spec import OUTPUT_NAMES
 
 
 class InferenceNetwork(nn.Module):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, ImageDraw
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -16,6 +18,8 @@ PALETTE = [
 
 def pca_2d(features: Tensor) -> Tensor:
     """[N, D] -> [N, 2] projection on the two leading principal components."""
+    import torch
+
     centred = features.float() - features.float().mean(dim=0)
     _, _, basis = torch.pca_lowrank(centred, q=2, center=False)
     return centred @ basis[:, :2]
@@ -59,7 +63,6 @@ def embedding_scatter(
     return path
 
 
-@torch.no_grad()
 def mae_reconstruction_grid(network, images: Tensor, outputs: dict, path: str | Path) -> Path:
     """One row per image: original | masked | reconstruction | reconstruction + visible patches.
 
@@ -67,6 +70,14 @@ def mae_reconstruction_grid(network, images: Tensor, outputs: dict, path: str | 
         network: the ``MaskedAutoencoder`` (for patch size, grid and un-normalisation).
         images: [N, 3, H, W] normalised input; outputs: its forward pass ("pred", "mask").
     """
+    import torch
+
+    with torch.no_grad():
+        return _reconstruction_grid(network, images, outputs, path)
+
+
+def _reconstruction_grid(network, images: Tensor, outputs: dict, path: str | Path) -> Path:
+    import torch
     from torchvision.utils import save_image
 
     from vistra.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -161,14 +172,14 @@ def segmentation_overlay(
     scale = max(1, round(min_side / min(image.size)))
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     if result.panoptic is not None:
-        ids = result.panoptic.cpu().numpy()
+        ids = np.asarray(result.panoptic)
         label_of = {s["id"]: s["label"] for s in result.segments}
         labels = np.full(ids.shape, -1, dtype=np.int64)
         for segment_id, label in label_of.items():
             labels[ids == segment_id] = label
         regions = ids
     else:
-        labels = result.semantic.cpu().numpy().astype(np.int64)
+        labels = np.asarray(result.semantic).astype(np.int64)
         regions = labels
     colours = np.array([PALETTE[i % len(PALETTE)] for i in range(max(len(names), 1))],
                        dtype=np.float32)  # fmt: skip

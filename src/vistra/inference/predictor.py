@@ -4,23 +4,23 @@ The checkpoint alone says what to build (network class and arguments), how to pr
 image and what the outputs mean (its ``InferenceSpec``). Inputs may be paths, PIL images,
 HxWx3 uint8 arrays, 3xHxW tensors (uint8, or float in 0..1) or lists of them; results are typed
 per family and given at the original image size (segmentation maps of images over
-``MAX_MAP_PIXELS``: at a reduced size).
+``MAX_MAP_PIXELS``: at a reduced size). The ONNX route (``from_onnx``) imports no torch: images
+are prepared with numpy and Pillow, outputs decoded by ``vistra.inference.decode``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
-from torch import Tensor, nn
 
-from vistra.data.preprocess import pad_images
-from vistra.inference.checkpoint import NETWORK_KEY, network_from_checkpoint, read_checkpoint
-from vistra.inference.images import map_size, to_pil
-from vistra.inference.network import InferenceNetwork, named_outputs, probe_head
-from vistra.inference.postprocess import to_results
+from vistra.data.preprocess import pad_arrays
+from vistra.inference.images import InputError, map_size, to_pil
 from vistra.inference.spec import KIND_OF_NETWORK, InferenceSpec
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 
 class Predictor:
@@ -30,8 +30,7 @@ class Predictor:
     (returns one result) or a list (returns a list). ``embed`` gives encoder features.
 
     Args:
-        network: the model in eval mode, or a callable with ``InferenceNetwork``'s signature
-            (an ONNX session).
+        network: the model (a torch module), or an ``OnnxNetwork``.
         spec: kind, preprocessing, label meanings and thresholds.
         head: for a linear-probe checkpoint, the classifier on the encoder's features.
         device, precision: where to run; precision "bf16" / "fp16" uses autocast.
@@ -42,13 +41,19 @@ class Predictor:
         network,
         spec: InferenceSpec,
         head: nn.Module | None = None,
-        device: str | torch.device = "cpu",
+        device: str = "cpu",
         precision: str | None = None,
     ) -> None:
         if precision not in (None, "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-        self.device, self.spec = torch.device(device), spec
-        if isinstance(network, nn.Module):
+        self.spec, self.onnx = spec, hasattr(network, "session")
+        self.device = device
+        if not self.onnx:
+            import torch
+
+            from vistra.inference.network import InferenceNetwork
+
+            self.device = torch.device(device)
             network = network.to(self.device).eval()
             head = head.to(self.device).eval() if head is not None else None
             self.forward = InferenceNetwork(spec.kind, network, head).eval()
@@ -77,6 +82,13 @@ class Predictor:
     ) -> Predictor:
         """``unsafe_load``: read a checkpoint that holds more than tensors and plain data (only
         for files you trust; default: refuse them, see ``vistra.convert.safe``)."""
+        from vistra.inference.checkpoint import (
+            NETWORK_KEY,
+            network_from_checkpoint,
+            read_checkpoint,
+        )
+        from vistra.inference.network import probe_head
+
         checkpoint = read_checkpoint(path, unsafe_load)
         class_path = checkpoint[NETWORK_KEY]["class_path"]
         network = network_from_checkpoint(checkpoint, origin=path)
@@ -91,7 +103,8 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> Predictor:
-        """Run a file written by ``vistra export --format onnx`` with onnxruntime."""
+        """Run a file written by ``vistra export --format onnx`` with onnxruntime (no torch
+        needed: results hold numpy arrays)."""
         from vistra.inference.onnx import load_onnx
 
         session, spec = load_onnx(path)
@@ -122,29 +135,73 @@ class Predictor:
         for start in range(0, len(items), batch_size):
             pictures = [to_pil(x, _name(x, start + k))
                         for k, x in enumerate(items[start : start + batch_size])]  # fmt: skip
-            images = torch.stack([self.preprocess(p) for p in pictures]).to(self.device)
-            with torch.no_grad(), self._autocast():
-                features.append(self.network.forward_features(images).float().cpu())
+            images, _ = pad_arrays([self.preprocess.array(p) for p in pictures])
+            features.append(self._features(images))
+        if self.onnx:
+            import numpy as np
+
+            return np.concatenate(features)
+        import torch
+
         return torch.cat(features)
 
+    def _features(self, images):
+        if self.onnx:
+            return self.network.forward_features(images)
+        import torch
+
+        with torch.no_grad(), self._autocast():
+            images = torch.from_numpy(images).to(self.device)
+            return self.network.forward_features(images).float().cpu()
+
     def _autocast(self):
+        import torch
+
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16,
                               enabled=dtype is not None)  # fmt: skip
 
-    @torch.no_grad()
     def run(self, pictures: list[Image.Image]) -> list:
         """Results of one batch of RGB PIL images."""
-        tensors = [self.preprocess(p) for p in pictures]
-        images, pixel_mask = pad_images(tensors, self.preprocess)
-        with self._autocast():
-            raw = self.forward(images.to(self.device), pixel_mask.to(self.device))
-        input_sizes = [tuple(t.shape[-2:]) for t in tensors]
+        arrays = [self.preprocess.array(p) for p in pictures]
+        input_sizes = [tuple(a.shape[-2:]) for a in arrays]
         output_sizes = [(p.height, p.width) for p in pictures]
         if self.kind == "segmentation":  # maps are made at the output size: bound it
             output_sizes = [map_size(*size) for size in output_sizes]
+        if self.onnx:
+            return self._run_onnx(arrays, input_sizes, output_sizes)
+        import torch
+
+        from vistra.inference.network import named_outputs
+        from vistra.inference.postprocess import to_results
+
+        images, pixel_mask = pad_arrays(arrays, self.preprocess)
+        with torch.no_grad(), self._autocast():
+            raw = self.forward(torch.from_numpy(images).to(self.device),
+                               torch.from_numpy(pixel_mask).to(self.device))  # fmt: skip
         return to_results(named_outputs(self.kind, raw), self.spec, tuple(images.shape[-2:]),
                           input_sizes, output_sizes)  # fmt: skip
+
+    def _run_onnx(self, arrays, input_sizes, output_sizes) -> list:
+        """An ONNX file with a fixed input size takes images padded to it (one that does not
+        fit is refused); with a fixed batch, one call per image."""
+        from vistra.inference.decode import decode
+        from vistra.inference.spec import OUTPUT_NAMES
+
+        size = self.network.fixed_size
+        for rows, cols in input_sizes:
+            if size and (rows > size[0] or cols > size[1]):
+                raise InputError(f"an image prepared to {rows}x{cols} does not fit this ONNX "
+                                 f"file's fixed input {size[0]}x{size[1]} (export it without "
+                                 "--static for any size)")  # fmt: skip
+        step = self.network.fixed_batch or len(arrays)
+        results = []
+        for start in range(0, len(arrays), step):
+            images, pixel_mask = pad_arrays(arrays[start : start + step], self.preprocess, size)
+            raw = dict(zip(OUTPUT_NAMES[self.kind], self.network(images, pixel_mask)))
+            results += decode(raw, self.spec, images.shape[-2:], input_sizes[start : start + step],
+                              output_sizes[start : start + step])  # fmt: skip
+        return results
 
 
 def _name(item, index: int) -> str:

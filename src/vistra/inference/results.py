@@ -1,11 +1,18 @@
-"""What inference returns, per image and per family."""
+"""What inference returns, per image and per family.
+
+Arrays are torch tensors from a checkpoint (``Predictor.from_checkpoint``) and numpy arrays
+from an ONNX file (``Predictor.from_onnx``, which needs no torch).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -44,11 +51,11 @@ class Segmentation:
 
 def finite(result) -> bool:
     """No NaN or infinity in a result's floating-point tensors (JSON has no place for them)."""
-    if isinstance(result, Tensor):
-        values = [result]
+    if not hasattr(result, "__dict__"):  # an embedding
+        values = [np.asarray(result)]
     else:
         fields = dict(vars(result))
         fields.update(fields.pop("instances", None) or {})
-        values = [v for v in fields.values() if isinstance(v, Tensor)]
-        values += [torch.tensor([s.get("score", 0.0) for s in fields.get("segments") or []])]
-    return all(torch.isfinite(v).all() for v in values if v.is_floating_point())
+        values = [np.asarray(v) for v in fields.values() if hasattr(v, "shape")]
+        values += [np.array([s.get("score", 0.0) for s in fields.get("segments") or []])]
+    return all(np.isfinite(v).all() for v in values if np.issubdtype(v.dtype, np.floating))

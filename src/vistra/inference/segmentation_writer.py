@@ -40,11 +40,11 @@ class SegmentationWriter(ResultWriter):
         image = record.image
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        semantic = result.semantic.numpy().astype(np.uint8)
+        semantic = np.asarray(result.semantic).astype(np.uint8)
         Image.fromarray(semantic).save(output_file(self.out / "semantic", record.stem, ".png"))
         if result.panoptic is not None:
             png = output_file(self.out / "panoptic", record.stem, ".png")
-            write_panoptic_png(result.panoptic.numpy(), png)
+            write_panoptic_png(np.asarray(result.panoptic), png)
             self.panoptic.append({
                 "image_id": record.image_id, "file_name": f"{record.stem.as_posix()}.png",
                 "segments_info": [{"id": s["id"], "category_id": s["category_id"],

@@ -15,6 +15,13 @@ PREPROCESS_KEY = "vistra_preprocess"
 CATEGORIES_KEY = "vistra_categories"
 POSTPROCESS_KEY = "vistra_postprocess"
 KINDS = ("classification", "embedding", "detection", "segmentation")
+# What the network of each kind returns, in order (an exported file's output names).
+OUTPUT_NAMES = {
+    "classification": ("logits",),
+    "embedding": ("features",),
+    "detection": ("pred_logits", "pred_boxes"),
+    "segmentation": ("pred_logits", "pred_masks"),
+}
 KIND_OF_NETWORK = {
     "DETR": "detection",
     "Mask2Former": "segmentation",

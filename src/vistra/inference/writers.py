@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from vistra.inference.spec import InferenceSpec
@@ -87,7 +86,7 @@ class EmbeddingWriter(ResultWriter):
         self.rows, self.shown = [], []
 
     def write(self, record, result) -> None:
-        self.rows.append(result.numpy())
+        self.rows.append(np.asarray(result))
         if hasattr(self.network, "reconstruct") and len(self.shown) < 16:
             self.shown.append(self.spec.preprocess(record.image))
 
@@ -98,6 +97,8 @@ class EmbeddingWriter(ResultWriter):
             "\n".join(image["file_name"] for image in self.images) + "\n"
         )
         if self.shown:
+            import torch
+
             from vistra.inference.pictures import mae_reconstruction_grid
 
             device = next(self.network.parameters()).device

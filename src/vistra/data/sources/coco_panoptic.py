@@ -34,8 +34,6 @@ from vistra.data.sources.base import (
     load_image_as_annotated,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
 
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``; errors name the file (and line / column)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import find_classes, make_dataset
 
+from vistra.data.image_files import IMAGE_SUFFIXES
 from vistra.data.sources.base import ImageSource
 
 
@@ -28,7 +29,7 @@ class ImageFolderSource(ImageSource):
                 f"{root}: expected one sub-folder per class ({error}); for images without "
                 "labels use vistra.data.UnlabelledFolderSource"
             ) from error
-        samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+        samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
         self.items = [path for path, _ in samples]
         self.labels = [label for _, label in samples]
         if skip_bad_images:

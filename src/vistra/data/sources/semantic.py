@@ -15,8 +15,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from vistra.data.image_files import IMAGE_SUFFIXES
 from vistra.data.sources.base import AnnotatedFiles, DataError, load_image_as_annotated
-from vistra.data.sources.coco_panoptic import IMAGE_SUFFIXES
 
 
 class SemanticSource(AnnotatedFiles, Dataset):

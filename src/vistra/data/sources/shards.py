@@ -14,8 +14,8 @@ import tarfile
 from pathlib import Path
 
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from vistra.data.image_files import IMAGE_SUFFIXES
 from vistra.data.sources.base import UNLABELLED, DataError, ImageLoadError, ImageSource, as_rgb
 
 
@@ -64,7 +64,7 @@ class ShardSource(ImageSource):
                 for member in archive:
                     key, suffix = member.name.rsplit(".", 1) if "." in member.name else (
                         member.name, "")  # fmt: skip
-                    if f".{suffix.lower()}" in IMG_EXTENSIONS:
+                    if f".{suffix.lower()}" in IMAGE_SUFFIXES:
                         images[key] = (member.offset_data, member.size, member.name)
                     elif suffix == "cls":
                         labels[key] = int(archive.extractfile(member).read().decode().strip())

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
+from vistra.data.image_files import IMAGE_SUFFIXES
 from vistra.data.sources.base import UNLABELLED, ImageSource
 
 
@@ -29,7 +28,7 @@ class UnlabelledFolderSource(ImageSource):
         self.items = sorted(
             path
             for path in _walk(Path(root), follow_symlinks)
-            if path.suffix.lower() in IMG_EXTENSIONS and not path.name.startswith(".")
+            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
         )
         self.labels = [UNLABELLED] * len(self.items)
         self.classes = []

@@ -1,0 +1,50 @@
+"""Reading one image file as a person sees it, without torch (the ONNX route needs only this,
+numpy and Pillow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vistra.data.shard_files import open_binary
+
+# What every reader of image files takes for an image (folders, predict inputs, COCO panoptic).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """A data file (image, annotation, label or panoptic PNG, list file) that cannot be used as
+    it is; the message names the file and the field. The command prints it as one line."""
+
+
+class ImageLoadError(DataError, RuntimeError):
+    """An image file that is missing, unreadable or corrupt; the message names the file."""
+
+
+def as_rgb(image: Image.Image, upright: bool = True) -> Image.Image:
+    """An RGB image as a person sees the file: turned by its EXIF orientation (``upright``),
+    16- and 32-bit grey scaled to 8 bits (not clipped), palette and alpha images converted."""
+    if upright:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode != "F":  # integer grey: 16-bit range (PNG) unless the values say 8-bit
+            values = values / 257.0 if values.max(initial=0) > 255 else values
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, upright: bool = True) -> Image.Image:
+    """Open ``path`` as an RGB PIL image (see ``as_rgb``), raising ``ImageLoadError`` naming
+    the file."""
+    try:
+        with open_binary(path) as handle, Image.open(handle) as image:
+            return as_rgb(image, upright)
+    except FileNotFoundError as error:
+        raise ImageLoadError(f"{path}: image file not found") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(f"{path}: cannot read image ({error})") from error
