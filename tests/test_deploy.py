@@ -10,77 +10,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from deploy_files import build_checkpoints
 from PIL import Image
 from runner import run_vistra
 
 from vistra.data.shapes import render_scene
-from vistra.inference.checkpoint import NETWORK_KEY, network_spec
 from vistra.inference.export import export
 from vistra.inference.predictor import Predictor
 from vistra.inference.results import Detections, Segmentation
-from vistra.inference.spec import PREPROCESS_KEY
-from vistra.models import DETR, Mask2Former, MaskedAutoencoder, SupConModel
 
 pytest.importorskip("onnxruntime")
-
-DETECTION = {"resize": "shorter_side", "size": 96, "max_size": 160}
-SQUARE = {"resize": "center_crop", "size": 32}
 
 
 def vistra(*args, cwd):
     return run_vistra(*args, cwd=cwd)
 
 
-def _save(path: Path, network, preprocess, categories=None, extra_state=None) -> Path:
-    """A checkpoint laid out as vistra's tasks write it (see ``describe_for_inference``)."""
-    torch.manual_seed(0)
-    state = {f"network.{k}": v for k, v in network.state_dict().items()}
-    state.update(extra_state or {})
-    checkpoint = {NETWORK_KEY: network_spec(network), PREPROCESS_KEY: preprocess,
-                  "state_dict": state, "vistra_categories": categories}  # fmt: skip
-    torch.save(checkpoint, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    detr = DETR(3, backbone="resnet18", hidden_dim=64, num_encoder_layers=1,
-                num_decoder_layers=2, ffn_dim=128, num_queries=5).eval()  # fmt: skip
-    with torch.no_grad():  # confident classes so that some detections pass 0.5
-        detr.class_embed.bias.copy_(torch.tensor([3.0, 0.0, 0.0, -3.0]))
-    vit_detr = DETR(
-        3,
-        backbone="vit_tiny",
-        backbone_stage=3,
-        hidden_dim=64,
-        num_queries=5,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        ffn_dim=128,
-        backbone_options=dict(depth=2, window_size=4, pretrain_image_size=64),
-    ).eval()
-    m2f = Mask2Former(6, backbone="resnet18", dim=32, mask_dim=32, pixel_decoder_layers=1,
-                      decoder_layers=3, num_queries=8, heads=4).eval()  # fmt: skip
-    supcon = SupConModel(small_input=True).eval()
-    mae = MaskedAutoencoder(size="tiny", image_size=32, patch_size=8, decoder_width=64,
-                            decoder_depth=1, decoder_heads=2).eval()  # fmt: skip
-    probe = {"head.0.running_mean": torch.zeros(192), "head.0.running_var": torch.ones(192),
-             "head.0.num_batches_tracked": torch.tensor(0),
-             "head.1.weight": torch.randn(10, 192), "head.1.bias": torch.zeros(10)}  # fmt: skip
-    things = {"ids": [1, 2, 3, 10, 11, 12], "names": list("abcdef"), "thing_labels": [0, 1, 2]}
-    return {
-        "detection": _save(root / "detr.ckpt", detr, DETECTION,
-                           {"ids": [1, 2, 3], "names": ["circle", "square", "triangle"]}),
-        "segmentation": _save(root / "m2f.ckpt", m2f, DETECTION, things),
-        # ViTDet's backbone: windows padded at 96 pixels (6 x 6 patches), another grid at 64 x 80
-        "detection_vit": _save(root / "vit_detr.ckpt", vit_detr, DETECTION,
-                               {"ids": [1, 2, 3], "names": ["circle", "square", "triangle"]}),
-        "embedding": _save(root / "supcon.ckpt", supcon, SQUARE),
-        "classification": _save(root / "probe.ckpt", mae, SQUARE, extra_state=probe),
-        "mae": _save(root / "mae.ckpt", mae, SQUARE),
-    }  # fmt: skip
+    return build_checkpoints(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,22 @@
-"""Checkpoints people already own -> vistra state dicts."""
+"""Checkpoints people already own -> vistra state dicts; Hugging Face model ids from the local
+cache (``hub``). Importing the package imports no torch (the ONNX route names models too)."""
 
-from vistra.convert.detr import load_detr_weights
-from vistra.convert.mae import load_mae_weights, mae_state_dict_from_hf
-from vistra.convert.mask2former import load_mask2former_weights
+from __future__ import annotations
 
-__all__ = [
-    "load_detr_weights",
-    "load_mae_weights",
-    "load_mask2former_weights",
-    "mae_state_dict_from_hf",
-]
+_LAZY = {
+    "load_detr_weights": "vistra.convert.detr",
+    "load_mae_weights": "vistra.convert.mae",
+    "mae_state_dict_from_hf": "vistra.convert.mae",
+    "load_mask2former_weights": "vistra.convert.mask2former",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vistra.convert' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -31,8 +31,11 @@ def read_state_dict(path: str | Path, unsafe: bool | None = None) -> dict[str, T
 
 def read_weight_file(path: str | Path, unsafe: bool | None = None):
     """What a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.bin`` / ``.safetensors`` / ``.pkl`` file
-    holds, as data (tensors in plain containers), before any unwrapping."""
-    path = Path(path)
+    holds, as data (tensors in plain containers), before any unwrapping. A Hugging Face model
+    id or ``save_pretrained`` folder stands for its weight file (``vistra.convert.hub``)."""
+    from vistra.convert.hub import weight_file
+
+    path = weight_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:

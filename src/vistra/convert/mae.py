@@ -20,6 +20,8 @@ from vistra.convert.files import load_checked, read_state_dict
 # Published Hugging Face names -> transformers 5 names (applied first).
 _LEGACY = [
     (r"^vit\.encoder\.layer\.", "vit.layers."),
+    # transformers 5's save_pretrained writes the decoder's blocks under this name.
+    (r"^decoder\.decoder_encoder\.layer\.", "decoder.decoder_layers."),
     (r"\.attention\.attention\.query\.", ".attention.q_proj."),
     (r"\.attention\.attention\.key\.", ".attention.k_proj."),
     (r"\.attention\.attention\.value\.", ".attention.v_proj."),

@@ -19,7 +19,9 @@ UNSAFE_HELP = (
 
 def predict_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vistra predict")
-    parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt) or .onnx file")
+    parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt), .onnx file, "
+                        "or a Hugging Face model id / save_pretrained folder (DETR, Mask2Former, "
+                        "ViTMAE; from the local cache only)")  # fmt: skip
     parser.add_argument("--input", required=True, help="image file, folder or glob pattern")
     parser.add_argument("--output", required=True, help="folder for the results")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
@@ -40,12 +42,15 @@ def fail(command: str, message) -> int:
 
 def predict_command(words: list[str]) -> int:
     options = predict_parser().parse_args(words)
+    from vistra.convert.hub import is_model_id
     from vistra.inference.images import find_images
     from vistra.inference.predictor import Predictor
 
     try:
         if options.ckpt.endswith(".onnx"):
             predictor = Predictor.from_onnx(options.ckpt)
+        elif is_model_id(options.ckpt) or Path(options.ckpt).is_dir():
+            predictor = Predictor.from_pretrained(options.ckpt, options.device, options.precision)
         else:
             predictor = Predictor.from_checkpoint(options.ckpt, options.device, options.precision,
                                                   options.unsafe_load or None)  # fmt: skip

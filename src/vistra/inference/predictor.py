@@ -102,6 +102,22 @@ class Predictor:
         return cls(network, spec, head, device, precision)
 
     @classmethod
+    def from_pretrained(
+        cls, name: str | Path, device: str = "cpu", precision: str | None = None
+    ) -> Predictor:
+        """A Hugging Face DETR, Mask2Former or ViTMAE by model id (``facebook/detr-resnet-50``,
+        from the local Hugging Face cache only) or ``save_pretrained`` folder; category names
+        from its ``id2label``. Mask2Former: the file does not say which classes are things, so
+        every class gives instances, and the semantic map; no panoptic merging."""
+        from vistra.convert.pretrained import pretrained
+        from vistra.data.preprocess import Preprocess
+
+        network, kind, names, preprocess = pretrained(name)
+        things = list(range(len(names or []))) if kind == "segmentation" else None
+        spec = InferenceSpec(kind, Preprocess.from_dict(preprocess), names, None, things)
+        return cls(network, spec, None, device, precision)
+
+    @classmethod
     def from_onnx(cls, path: str | Path) -> Predictor:
         """Run a file written by ``vistra export --format onnx`` with onnxruntime (no torch
         needed: results hold numpy arrays)."""
