@@ -30,6 +30,7 @@ def save_checkpoint(path: Path, network, preprocess, categories=None, extra_stat
 
 
 def build_checkpoints(root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     detr = DETR(3, backbone="resnet18", hidden_dim=64, num_encoder_layers=1,
                 num_decoder_layers=2, ffn_dim=128, num_queries=5).eval()  # fmt: skip
