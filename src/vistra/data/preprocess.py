@@ -92,7 +92,9 @@ class Preprocess:
             top = int(round((height - self.size) / 2.0))
             left = int(round((width - self.size) / 2.0))
             resized = resized.crop((left, top, left + self.size, top + self.size))
-        pixels = np.asarray(resized, dtype=np.float32) / np.float32(255)
+        # times 1/255, then (x - mean) / std: torchvision's order of float operations, so
+        # both routes give the same bits
+        pixels = np.asarray(resized, dtype=np.float32) * np.float32(1 / 255)
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
 

@@ -6,12 +6,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
-
-if TYPE_CHECKING:
-    from torch import Tensor
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # fmt: skip
@@ -119,7 +114,7 @@ def _empty_results(ground_truth):
 
 
 def tensor_image_ids(targets: list[dict]) -> list[int]:
-    return [int(t["image_id"].item() if isinstance(t["image_id"], Tensor) else t["image_id"])
+    return [int(t["image_id"].item() if hasattr(t["image_id"], "item") else t["image_id"])
             for t in targets]  # fmt: skip
 
 

@@ -65,9 +65,7 @@ def resize_matrix(source: int, target: int) -> np.ndarray:
     """[target, source] weights of bilinear resizing along one axis, pixel centres aligned
     (``align_corners=False``): target pixel i samples source position (i + 0.5) * source /
     target - 0.5, clamped at 0, between its two neighbours."""
-    # float32 positions, as PyTorch's kernel computes them (the same weights to the last bit).
-    scale = np.float32(source / target)
-    position = np.maximum((np.arange(target, dtype=np.float32) + 0.5) * scale - 0.5, 0)
+    position = np.maximum((np.arange(target) + 0.5) * (source / target) - 0.5, 0.0)
     low = np.minimum(np.floor(position).astype(np.int64), source - 1)
     high = np.minimum(low + 1, source - 1)
     weight = (position - low).astype(np.float32)
