@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
+
 import numpy as np
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
