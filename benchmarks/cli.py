@@ -8,12 +8,20 @@ the median and the range are printed. ``--against OTHER/bin/vistra`` times anoth
 after table. ``--commands`` picks other argument lists (one per string; ``{ckpt}``,
 ``{image}``, ``{folder}`` and ``{out}`` name the files this script writes).
 
+``--onnx``: ``vistra predict --ckpt model.onnx`` on one 640 x 480 photo against a plain
+onnxruntime client (``CLIENT`` below: prepare, run, decode, write the JSON), both whole
+processes in alternating rounds; wall time and peak resident memory (the child's own
+``ru_maxrss``). The model is the README's DETR (ResNet-50, 6 + 6 layers, 100 queries, 800 /
+1333) with random weights, exported by ``vistra export``.
+
     .venv/bin/python benchmarks/cli.py [--runs 7] [--against /tmp/old/.venv/bin/vistra]
+    .venv/bin/python benchmarks/cli.py --onnx [--runs 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -87,6 +95,94 @@ def timed(executables: list[list[str]], words: list[str], runs: int, out: Path) 
     return times
 
 
+CLIENT = """
+import json, sys
+import numpy as np, onnxruntime
+from PIL import Image
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+pre = json.loads(session.get_modelmeta().custom_metadata_map["vistra"])["preprocess"]
+image = Image.open(sys.argv[2]).convert("RGB")
+width, height = image.size
+short, long = min(width, height), max(width, height)
+new_short, new_long = pre["size"], int(pre["size"] * long / short)
+if new_long > pre["max_size"]:
+    new_short, new_long = int(pre["max_size"] * new_short / new_long), pre["max_size"]
+rows, cols = (new_short, new_long) if height <= width else (new_long, new_short)
+x = np.asarray(image.resize((cols, rows), Image.BILINEAR), np.float32) / 255
+x = ((x - pre["mean"]) / pre["std"]).astype(np.float32).transpose(2, 0, 1)[None]
+logits, boxes = session.run(None, {"images": x, "pixel_mask": np.ones((1, rows, cols), bool)})
+p = np.exp(logits[0] - logits[0].max(-1, keepdims=True))
+p = (p / p.sum(-1, keepdims=True))[:, :-1]
+cx, cy, w, h = boxes[0].T
+xywh = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height], 1)
+found = [{"bbox": b.tolist(), "score": float(s), "category_id": int(c)}
+         for b, s, c in zip(xywh, p.max(1), p.argmax(1))]
+open(sys.argv[3], "w").write(json.dumps(found))
+"""
+
+
+def write_onnx_inputs(folder: Path) -> dict[str, str]:
+    """The README's DETR (random weights) exported by ``vistra export``, and a photo-sized
+    image."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vistra.inference.checkpoint import NETWORK_KEY, network_spec
+    from vistra.inference.spec import PREPROCESS_KEY
+    from vistra.models import DETR
+
+    torch.manual_seed(0)
+    network = DETR(91).eval()
+    state = {f"network.{k}": v for k, v in network.state_dict().items()}
+    preprocess = {"resize": "shorter_side", "size": 800, "max_size": 1333}
+    checkpoint = {NETWORK_KEY: network_spec(network), "state_dict": state,
+                  PREPROCESS_KEY: preprocess}  # fmt: skip
+    torch.save(checkpoint, folder / "detr.ckpt")
+    pixels = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "photo.jpg")
+    export = [*vistra_executable(), "export", "--ckpt", str(folder / "detr.ckpt"), "--output",
+              str(folder / "detr.onnx")]  # fmt: skip
+    subprocess.run(export, check=True, capture_output=True)
+    return {"model": str(folder / "detr.onnx"), "image": str(folder / "photo.jpg")}
+
+
+def seconds_and_peak(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MiB of one process."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status:
+        raise SystemExit(f"{' '.join(command)} failed:\n{child.stderr.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def onnx_table(runs: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        files = write_onnx_inputs(Path(scratch))
+        sides = {
+            "vistra predict --ckpt detr.onnx": [*vistra_executable(), "predict", "--ckpt",
+                                                files["model"], "--input", files["image"],
+                                                "--output", f"{scratch}/out"],
+            "plain onnxruntime client": [sys.executable, "-c", CLIENT, files["model"],
+                                         files["image"], f"{scratch}/client.json"],
+        }  # fmt: skip
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+        for command in sides.values():
+            seconds_and_peak(command)  # warm the file cache, untimed
+        for round_index in range(runs):
+            names = list(sides)[:: -1 if round_index % 2 else 1]
+            for name in names:
+                results[name].append(seconds_and_peak(sides[name]))
+    print("| process | wall s median (range) | peak MiB median |\n|---|---|---|")
+    for name, values in results.items():
+        times = [t for t, _ in values]
+        print(f"| {name} | {cell(times)} | {statistics.median(m for _, m in values):.0f} |")
+    ours, theirs = (statistics.median(t for t, _ in v) for v in results.values())
+    print(f"time ratio vistra / client: {ours / theirs:.2f}x ({runs} alternating rounds)")
+
+
 def cell(times: list[float]) -> str:
     return f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
 
@@ -98,7 +194,11 @@ def main() -> None:
     parser.add_argument(
         "--commands", action="append", help="one argument list, e.g. 'predict --help'"
     )
+    parser.add_argument("--onnx", action="store_true", help="predict from an ONNX file against "
+                        "a plain onnxruntime client")  # fmt: skip
     options = parser.parse_args()
+    if options.onnx:
+        return onnx_table(options.runs)
     executables = [vistra_executable()]
     if options.against:
         executables.insert(0, [options.against])

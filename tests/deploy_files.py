@@ -48,10 +48,10 @@ def build_checkpoints(root: Path) -> dict[str, Path]:
         backbone_options=dict(depth=2, window_size=4, pretrain_image_size=64),
     ).eval()
     m2f = Mask2Former(6, backbone="resnet18", dim=32, mask_dim=32, pixel_decoder_layers=1,
-                      decoder_layers=3, num_queries=8, heads=4).eval()  # fmt: skip
+                      decoder_layers=1, num_queries=8, heads=4).eval()  # fmt: skip
     supcon = SupConModel(small_input=True).eval()
     mae = MaskedAutoencoder(size="tiny", image_size=32, patch_size=8, decoder_width=64,
-                            decoder_depth=1, decoder_heads=2).eval()  # fmt: skip
+                            decoder_depth=1, decoder_heads=2, depth=2).eval()  # fmt: skip
     probe = {"head.0.running_mean": torch.zeros(192), "head.0.running_var": torch.ones(192),
              "head.0.num_batches_tracked": torch.tensor(0),
              "head.1.weight": torch.randn(10, 192), "head.1.bias": torch.zeros(10)}  # fmt: skip

@@ -193,16 +193,16 @@ def test_bf16_autocast_predictor_agrees_with_float32(checkpoints, images):
     assert (cosine > 0.99).all()
 
 
-def test_inference_modules_and_an_onnx_predictor_import_no_lightning(checkpoints, images,
-                                                                     tmp_path):  # fmt: skip
+def test_inference_modules_import_no_lightning(checkpoints, images):
+    """Every inference module, and a checkpoint's predictor run, without Lightning (the ONNX
+    route without torch at all: tests/test_onnx_contract.py)."""
     image = next(images.glob("*.png"))
-    export(Predictor.from_checkpoint(checkpoints["detection"]), tmp_path / "detr.onnx", image)
     code = ("import importlib, pkgutil, sys\n"
             "import vistra.inference as package\n"
             "for found in pkgutil.iter_modules(package.__path__):\n"
             "    importlib.import_module(f'vistra.inference.{found.name}')\n"
             "from vistra.inference import Predictor\n"
-            f"result = Predictor.from_onnx(r'{tmp_path / 'detr.onnx'}')(r'{image}')\n"
+            f"result = Predictor.from_checkpoint(r'{checkpoints['detection']}')(r'{image}')\n"
             "assert len(result.scores) == 5, result\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', "
             "'pytorch_lightning', 'lightning_fabric')))\n")  # fmt: skip

@@ -116,7 +116,8 @@ def predict_files(predictor, paths: list[tuple[Path, Path]], out: Path, options)
 
 def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vistra export")
-    parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt)")
+    parser.add_argument("--ckpt", required=True, help="vistra checkpoint (.ckpt), or a Hugging "
+                        "Face model id / save_pretrained folder")  # fmt: skip
     parser.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
     parser.add_argument("--output", required=True, help="file to write (.onnx / .pt2)")
     parser.add_argument("--image", help="a real image to check the export on (default: a "
@@ -137,11 +138,16 @@ def export_command(words: list[str]) -> int:
     options = parser.parse_args(words)
     if (options.height is None) != (options.width is None):
         parser.error("give both --height and --width, or neither")
+    from vistra.convert.hub import is_model_id
     from vistra.inference.export import export
     from vistra.inference.predictor import Predictor
 
     try:
-        predictor = Predictor.from_checkpoint(options.ckpt, unsafe_load=options.unsafe_load or None)
+        if is_model_id(options.ckpt) or Path(options.ckpt).is_dir():
+            predictor = Predictor.from_pretrained(options.ckpt)
+        else:
+            unsafe = options.unsafe_load or None
+            predictor = Predictor.from_checkpoint(options.ckpt, unsafe_load=unsafe)
         image = options.image or _synthetic_scene()
         check = None
         if not options.static and predictor.kind in ("detection", "segmentation"):

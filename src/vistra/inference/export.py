@@ -6,7 +6,7 @@ returns raw outputs: class logits (classification), features (embeddings), ``pre
 post-processing as ``vistra.Predictor`` turns them into results (``Predictor.from_onnx``; the
 README's "The ONNX file" writes both down). Batch and image size are dynamic unless a fixed
 size is asked for; the weights are inside the one ``.onnx`` file (beside it in
-``<name>.onnx.data`` only above protobuf's 2 GB limit).
+``<name>.onnx.data`` only above the exporter's 1.5 GB margin under protobuf's 2 GB limit).
 Right after writing, the file is run (onnxruntime, or the loaded program) on a real image and
 compared with the PyTorch model; the export fails above the tolerance.
 """
@@ -146,15 +146,16 @@ def file_spec(spec: InferenceSpec, images, dynamic: bool) -> InferenceSpec:
 
 
 def save_onnx(program, output: Path) -> None:
-    """One ``.onnx`` file with every weight inside; above protobuf's 2 GB limit the weights go
-    to ``<name>.onnx.data`` beside it (onnxruntime reads it from there), and the run says so.
-    A stale ``.data`` file of an earlier export is removed."""
+    """One ``.onnx`` file with every weight inside. Above 1.5 GB of weights (torch's exporter
+    keeps that margin under protobuf's 2 GB limit) they go to ``<name>.onnx.data`` beside it,
+    where onnxruntime reads them, and the run says so. A stale ``.data`` file of an earlier
+    export is removed."""
     data = output.with_name(output.name + ".data")
     data.unlink(missing_ok=True)
     program.save(str(output))
     if data.exists():
-        print(f"{output}: over protobuf's 2 GB limit, the weights are in {data.name} beside it "
-              "(ship both files)")  # fmt: skip
+        print(f"{output}: too large for one ONNX file (protobuf's 2 GB limit), the weights are "
+              f"in {data.name} beside it (ship both files)")  # fmt: skip
 
 
 def load_exported(path: str | Path):
