@@ -60,6 +60,9 @@ def predict_command(words: list[str]) -> int:
     if options.batch_size < 1:
         return fail("predict", f"--batch-size must be at least 1, got {options.batch_size}")
     out = Path(options.output)
+    inside = _inside_input(out, options.input)
+    if inside:
+        return fail("predict", inside)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".vistra-write-test"
@@ -68,6 +71,21 @@ def predict_command(words: list[str]) -> int:
     except OSError as error:
         return fail("predict", f"--output {out}: cannot write there ({error.strerror})")
     return predict_files(predictor, paths, out, options)
+
+
+def _inside_input(out: Path, given: str) -> str | None:
+    """Why ``--output`` may not be used with ``--input`` (equal to or inside the input folder:
+    a run would write over inputs, and the next run would read its results as images)."""
+    folder = Path(given)
+    if not folder.is_dir():
+        return None
+    folder, target = folder.resolve(), out.resolve()
+    if target == folder or folder in target.parents:
+        return (
+            f"--output {out} is inside --input {given}: results would land among the "
+            "images (and be read as inputs by the next run); choose a folder outside it"
+        )
+    return None
 
 
 def predict_files(predictor, paths: list[tuple[Path, Path]], out: Path, options) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -54,19 +55,31 @@ def map_size(height: int, width: int, limit: int = MAX_MAP_PIXELS) -> tuple[int,
 def find_images(spec: str) -> list[tuple[Path, Path]]:
     """A file, a folder (its images at any depth, sorted) or a glob pattern -> ``(path, name)``
     pairs; ``name`` is the path relative to the folder (the file name otherwise) and names the
-    outputs, so sub-folders are kept apart."""
+    outputs, so sub-folders are kept apart. Only regular files are inputs (a FIFO or a device
+    named like an image would block the run): others are named on stderr and left out."""
     path = Path(spec)
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
+        pairs = [(p, p.relative_to(path)) for p in _regular(found)]
+        if not pairs:
             raise FileNotFoundError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in folder")
-        return [(p, p.relative_to(path)) for p in found]
-    if path.is_file():
-        return [(path, Path(path.name))]
-    matches = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-    if not matches:
+        return pairs
+    matches = [path] if path.exists() else sorted(
+        Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+    pairs = [(p, Path(p.name)) for p in _regular(matches)]
+    if not pairs:
         raise FileNotFoundError(f"{spec}: no such file or folder, and no image matches it")
-    return [(p, Path(p.name)) for p in matches]
+    return pairs
+
+
+def _regular(paths: list[Path]) -> list[Path]:
+    kept = []
+    for p in paths:
+        if p.is_file():  # follows a link to a regular file; False for FIFOs, devices, folders
+            kept.append(p)
+        elif not p.is_dir():
+            print(f"skipped {p}: not a regular file", file=sys.stderr)
+    return kept
 
 
 def output_stems(names: list[Path]) -> dict[Path, Path]:
@@ -74,5 +87,5 @@ def output_stems(names: list[Path]) -> dict[Path, Path]:
     it where two inputs differ only by suffix (``a.jpg`` and ``a.png`` -> ``a.jpg``,
     ``a.png``), so that no output overwrites another."""
     stems = [name.with_suffix("") for name in names]
-    shared = {stem for stem in stems if stems.count(stem) > 1}
-    return {name: (name if stem in shared else stem) for name, stem in zip(names, stems)}
+    counts = Counter(stems)
+    return {name: (name if counts[stem] > 1 else stem) for name, stem in zip(names, stems)}

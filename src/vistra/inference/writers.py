@@ -9,6 +9,7 @@ results), ``semantic/`` + ``pictures/``. Every writer also writes ``images.json`
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -61,20 +62,33 @@ class ResultWriter:
         (self.out / "images.json").write_text(json.dumps(self.images))
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(text: str) -> str:
+    """``text`` for a CSV cell a spreadsheet shows as text: a formula start gets a leading
+    apostrophe (OWASP's advice for CSV injection)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 class ClassWriter(ResultWriter):
-    """classes.csv: file, label, name, score."""
+    """classes.csv (the csv module's quoting; file and class names as text cells): file,
+    label, name, score."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.rows = ["file,label,name,score"]
+        self.rows = [["file", "label", "name", "score"]]
 
     def write(self, record, result) -> None:
-        self.rows.append(f"{record.name.as_posix()},{result.label},{result.name},"
-                         f"{float(result.scores[result.label]):.5f}")  # fmt: skip
+        self.rows.append([text_cell(record.name.as_posix()), result.label,
+                          text_cell(result.name),
+                          f"{float(result.scores[result.label]):.5f}"])  # fmt: skip
 
     def close(self) -> None:
         super().close()
-        (self.out / "classes.csv").write_text("\n".join(self.rows) + "\n")
+        with open(self.out / "classes.csv", "w", newline="", encoding="utf-8") as file:
+            csv.writer(file, lineterminator="\n").writerows(self.rows)
 
 
 class EmbeddingWriter(ResultWriter):

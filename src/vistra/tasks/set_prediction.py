@@ -3,8 +3,6 @@ categories from the data, the metrics' logging and gathering over ranks, the opt
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -33,10 +31,10 @@ class SetPredictionSteps:
                 self.thing_labels = []
 
     def log_metrics(self, stage: str, metrics: dict[str, float]) -> None:
-        """Log ``stage/name`` for each metric from rank 0; an undefined metric (COCO's -1 read as
-        NaN: no ground truth of that kind) is logged as 0."""
-        self.log_dict({f"{stage}/{k}": (0.0 if math.isnan(v) else v) for k, v in metrics.items()},
-                      rank_zero_only=True)  # fmt: skip
+        """Log ``stage/name`` for each metric from rank 0; an undefined metric (COCO's -1: no
+        ground truth of that kind) stays NaN, as the README documents (0 would read as a
+        failure)."""
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, rank_zero_only=True)
 
     def gathered(self, value) -> list:
         """``value`` of every rank, in rank order (``[value]`` in one process)."""
