@@ -126,3 +126,81 @@ def test_coco_no_such_objects_is_logged_as_nan(family_data, trained, tmp_path):
     with open(metrics, newline="") as file:
         values = [r["val/APl"] for r in csv.DictReader(file) if r.get("val/APl")]
     assert values and all(v.lower() == "nan" for v in values)
+
+
+def _hostile_checkpoint(source: Path, target: Path, change: str) -> Path:
+    """A trained DETR's checkpoint whose task hyper-parameters gained a ``network`` entry (the
+    task's network argument, which Lightning merges over the config's)."""
+    checkpoint = torch.load(source, weights_only=True)
+    if change == "a module's class":  # importing `this` runs code (it prints)
+        network = {"class_path": "this.Zen", "init_args": {}}
+    elif change == "a dotted name":
+        network = "torch.nn.Linear"
+    else:
+        network = {"class_path": "vistra.models.DETR", "init_args": {"checkpoint": "/etc/passwd"}}
+    checkpoint["hyper_parameters"]["network"] = network
+    torch.save(checkpoint, target)
+    return target
+
+
+@pytest.mark.parametrize("change", ["a module's class", "a dotted name", "a file to read"])
+def test_a_checkpoints_hyper_parameters_choose_no_code_and_no_file(change, family_data, trained,
+                                                                   tmp_path):  # fmt: skip
+    """``--ckpt_path`` brings the task's stored hyper-parameters back over the config: a class
+    outside vistra's is refused before it is imported; a stored file option is not read."""
+    config, args, _ = family_args(family_data, "detr")
+    hostile = _hostile_checkpoint(trained("detr"), tmp_path / "hostile.ckpt", change)
+    run = run_vistra("validate", "--config", config, *args, "--ckpt_path", hostile,
+                     "--trainer.enable_progress_bar=false", cwd=tmp_path)  # fmt: skip
+    assert "this" not in sys.modules and "Beautiful is better" not in run.stdout
+    assert "Traceback" not in run.stderr and "/etc/passwd" not in run.stderr
+    if change == "a file to read":
+        assert run.returncode == 0, run.stderr[-2000:]  # validated from its own weights
+        return
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "not one of vistra's classes; a checkpoint cannot choose what code runs" in run.stderr
+
+
+@pytest.fixture
+def traversal(tmp_path) -> dict[str, Path]:
+    """A shapes set whose first training image is named ``../../victim/photo.png`` (a file that
+    exists there, so only the name can refuse it) and whose second has an absolute name."""
+    import json
+
+    from vistra.data.shapes import write_shapes
+
+    root = tmp_path / "shapes"
+    write_shapes(root, train=3, val=2, size=32, seed=0)
+    victim = tmp_path / "victim" / "photo.png"
+    victim.parent.mkdir()
+    victim.write_bytes((root / "images/train").joinpath(sorted(
+        p.name for p in (root / "images/train").iterdir())[0]).read_bytes())  # fmt: skip
+    annotations = root / "annotations/instances_train.json"
+    data = json.loads(annotations.read_text())
+    data["images"][0]["file_name"] = "../../victim/photo.png"
+    data["images"][1]["file_name"] = str(victim)
+    annotations.write_text(json.dumps(data))
+    return {"root": root, "annotations": annotations, "victim": victim}
+
+
+def test_file_names_that_leave_the_image_folder_are_refused(traversal, tmp_path):
+    root, annotations, victim = traversal["root"], traversal["annotations"], traversal["victim"]
+    images, before = root / "images/train", victim.read_bytes()
+    check = run_vistra("data", "check", annotations, "--images", images, cwd=tmp_path)
+    assert check.returncode != 0 and "Traceback" not in check.stderr
+    report = check.stdout + check.stderr
+    assert "images[0]" in report and "leaves the image folder" in report
+    assert "images[1]" in report and "is an absolute path" in report
+    shard = run_vistra("data", "shard", annotations, "--images", images, tmp_path / "shards",
+                       cwd=tmp_path)  # fmt: skip
+    assert shard.returncode == 2 and len(shard.stderr.strip().splitlines()) == 1
+    assert "images[].file_name '../../victim/photo.png' leaves the image folder" in shard.stderr
+    assert not (tmp_path / "shards").exists()  # refused before anything was written
+    config = Path(__file__).resolve().parents[1] / "configs/detr/shapes.yaml"
+    from command import shapes_data_args
+
+    fit = run_vistra("fit", "--config", config, *shapes_data_args(root, "instances"),
+                     "--trainer.max_steps=1", cwd=tmp_path)  # fmt: skip
+    assert fit.returncode != 0 and "Traceback" not in fit.stderr
+    assert "leaves the image folder" in fit.stderr and not list(tmp_path.rglob("*.ckpt"))
+    assert victim.read_bytes() == before

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from vistra.data.shard_files import outside_folder
 from vistra.data.shard_writer import write_file_shards
 
 
@@ -54,7 +55,11 @@ def shard_annotated_set(
 
 
 def _existing(names: list[str], folder: Path, origin: Path, field: str) -> list[tuple[str, Path]]:
-    """(name, path) of each file; the first missing one is named with its JSON field."""
+    """(name, path) of each file; a name reaching outside ``folder`` is refused, the first
+    missing file named, each with its JSON field."""
+    for name in names:
+        if outside_folder(name):
+            raise ValueError(f"{origin}: {field}[].file_name {outside_folder(name)}")
     files = [(name, folder / name) for name in dict.fromkeys(names)]
     missing = [path for _, path in files if not path.is_file()]
     if missing:

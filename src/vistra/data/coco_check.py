@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vistra.data.shard_files import image_folder
+from vistra.data.shard_files import image_folder, outside_folder
 
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (COCO rounds coordinates)
 
@@ -159,6 +159,8 @@ def _check_images(
         name = image.get("file_name")
         if not isinstance(name, str) or not name:
             report.add(f"{where}.file_name", "missing")
+        elif outside_folder(name):
+            report.add(f"{where}.file_name", outside_folder(name))
         elif folder is not None and not (folder / name).is_file():
             report.add(f"{where}.file_name", f"image file {folder / name} not found")
         elif folder is not None and image_sizes:

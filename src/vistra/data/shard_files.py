@@ -20,6 +20,18 @@ FILES_FORMAT = "vistra-file-shards-1"
 INDEX = "index.json"
 
 
+def outside_folder(name: str) -> str | None:
+    """Why an annotation file's ``file_name`` would reach outside its folder (an absolute path,
+    a drive, a ``..`` part), or ``None``: such a name would read, copy into a shard or write
+    (``vistra predict``'s pictures) a file elsewhere."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return f"{name!r} is an absolute path; names are relative to the image folder"
+    if ".." in parts:
+        return f"{name!r} leaves the image folder ('..'); names are relative to it"
+    return None
+
+
 class ShardFolder:
     """The files of a shard folder by their relative names (``folder / name``)."""
 

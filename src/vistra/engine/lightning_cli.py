@@ -28,6 +28,7 @@ from vistra.engine.callbacks import (
     RunSummary,
     progress_bar,
 )
+from vistra.engine.checkpoint_data import checked_hyper_parameters
 from vistra.engine.classes import ClassCountError, data_classes, fill_num_classes
 from vistra.engine.finite import StopOnNonFinite
 from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
@@ -84,6 +85,7 @@ class VistraCLI(LightningCLI):
             )
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
+        hparams = checked_hyper_parameters(hparams, f"--ckpt_path {ckpt_path}")
         for path in model_overrides(self.given_args):  # the command line wins over the file
             drop_path(hparams, path)
         if not hparams:

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from vistra.data.segment import Segment
-from vistra.data.shard_files import image_folder, open_binary
+from vistra.data.shard_files import image_folder, open_binary, outside_folder
 from vistra.data.sources.base import (
     AnnotatedFiles,
     DataError,
@@ -122,6 +122,11 @@ class COCOPanopticSource(AnnotatedFiles, Dataset):
         missing = []
         for index, image_id in enumerate(self.image_ids):
             entry = self.entries[image_id]
+            image_name = str(self.images[image_id]["file_name"])
+            for field, name in (("annotations", str(entry["file_name"])), ("images", image_name)):
+                if outside_folder(name):
+                    raise DataError(f"{self.origin}: {field} (image id {image_id}).file_name "
+                                    f"{outside_folder(name)}")  # fmt: skip
             if not (self.png_dir / entry["file_name"]).is_file():
                 missing.append(f"annotations (image id {image_id}).file_name: panoptic PNG "
                                f"{self.png_dir / entry['file_name']} not found")  # fmt: skip
