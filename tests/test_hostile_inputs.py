@@ -69,13 +69,13 @@ def test_decompression_bombs_are_skipped_with_one_line_each(checkpoints, tmp_pat
     assert "1 images, 2 skipped" in run.stdout
     for name in ("bomb.png", "bomb.bmp"):
         (line,) = [text for text in run.stderr.splitlines() if name in text]
-        assert "over the limit of 178956970" in line and "VISTRA_MAX_IMAGE_PIXELS" in line
+        assert "over the limit of 178956970 pixels" in line and "VISTRA_MAX_IMAGE_PIXELS" in line
     # The limit is an option: at 4000 pixels the 64 x 80 scene is refused too.
     run = run_vistra("predict", "--ckpt", checkpoints["detection"], "--input", photos,
                      "--output", tmp_path / "small", cwd=tmp_path,
                      env={"VISTRA_MAX_IMAGE_PIXELS": "4000"})  # fmt: skip
     assert run.returncode == 2 and "no readable image" in run.stderr
-    assert "80 x 64 pixels, over the limit of 4000" in run.stderr
+    assert "80 x 64, over the limit of 4000 pixels" in run.stderr
 
 
 @pytest.mark.parametrize("inside", [".", "results"])

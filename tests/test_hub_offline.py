@@ -161,3 +161,22 @@ def test_a_name_not_in_the_cache_stops_in_one_line(hub, tmp_path, monkeypatch):
         "not in the Hugging Face cache" in line and "hf download facebook/detr-resnet-101" in line
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_asking_for_more_than_its_weights_is_refused_before_allocating(hub, tmp_path):
+    """config.json is data: sizes it states are checked against the weight file's tensors on the
+    meta device before the network is built (here: 8,192 wide, about 2.5 billion weights, over
+    the file's few million)."""
+    import shutil
+
+    folder = tmp_path / "detr"
+    shutil.copytree(hub["facebook/detr-resnet-50"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(d_model=8192, encoder_ffn_dim=32768, decoder_ffn_dim=32768)
+    (folder / "config.json").write_text(json.dumps(config))
+    write_scenes(tmp_path / "photos", [(64, 64)])
+    run = run_vistra("predict", "--ckpt", folder, "--input", "photos", "--output", "out",
+                     cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "asks for a network of" in run.stderr
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,12 @@ def is_model_id(name: str | Path) -> bool:
             and not text.lower().endswith(FILE_SUFFIXES))  # fmt: skip
 
 
+def is_pretrained(name: str | Path) -> bool:
+    """A model id or a ``save_pretrained`` folder (what ``Predictor.from_pretrained`` takes),
+    not a file."""
+    return is_model_id(name) or Path(name).is_dir()
+
+
 def cache_folder() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])

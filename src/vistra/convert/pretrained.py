@@ -10,6 +10,7 @@ the values equal to transformers' defaults, so those defaults are written here.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from vistra.convert.hub import model_folder, weight_file
@@ -59,14 +60,48 @@ def pretrained(name: str | Path):
     if family not in KINDS:
         raise PretrainedError(f"{folder / 'config.json'}: model_type {family!r}; vistra converts "
                               f"{', '.join(sorted(KINDS))}")  # fmt: skip
+    weights = weight_file(folder)
+    _check_size(family, config, folder / "config.json", weights)
     network = BUILDERS[family](config, folder / "config.json")
-    load_weights(family, network, weight_file(folder))
+    load_weights(family, network, weights)
     labels = config.get("id2label") or {}
     try:
         names = [str(labels.get(str(i), labels.get(i, i))) for i in range(len(labels))]
     except (TypeError, AttributeError):
         raise PretrainedError(f"{folder / 'config.json'}: id2label is not a mapping") from None
     return network.eval(), KINDS[family], names or None, preprocess_of(folder, family, config)
+
+
+def _check_size(family: str, config: dict, where: Path, weights: Path) -> None:
+    """The network ``config.json`` asks for, built on the meta device (nothing allocated),
+    against the element count of the weight file's tensors: a file cannot ask for more memory
+    than its own weights take (50 % more allowed: a ViTMAE file without its decoder)."""
+    import torch
+
+    with torch.device("meta"):
+        wanted = sum(p.numel() for p in BUILDERS[family](config, where).parameters())
+    held = _element_count(weights)
+    if wanted > 1.5 * held:
+        raise PretrainedError(f"{where}: asks for a network of {wanted:,} weights, but "
+                              f"{weights.name} holds {held:,}")  # fmt: skip
+
+
+def _element_count(path: Path) -> int:
+    """Elements of every tensor of a weight file, read from its header (safetensors) or
+    memory-mapped (``.bin``): nothing is loaded."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as file:
+            keys = file.keys()  # safe_open is no mapping: it does not iterate
+            shapes = [file.get_slice(key).get_shape() for key in keys]
+        return sum(math.prod(shape) for shape in shapes)
+    import torch
+
+    from vistra.convert.files import unwrap_state_dict
+
+    state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    return sum(t.numel() for t in unwrap_state_dict(state, path).values())
 
 
 def _sizes(config: dict, defaults: dict, where: Path) -> dict:

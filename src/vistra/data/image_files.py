@@ -53,21 +53,20 @@ def load_image(path: str | Path, upright: bool = True) -> Image.Image:
     the file: missing, undecodable, or larger than ``max_pixels()`` (checked on the header,
     before anything is decoded)."""
     limit = max_pixels()
+    over = f"over the limit of {limit} pixels (VISTRA_MAX_IMAGE_PIXELS; a decompression bomb?)"
     try:
         with warnings.catch_warnings():
             # vistra's limit replaces Pillow's (its warning at half of it says nothing here)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with open_binary(path) as handle, Image.open(handle) as image:
                 if image.width * image.height > limit:
-                    raise Image.DecompressionBombError(f"{image.width} x {image.height}")
+                    raise ImageLoadError(f"{path}: {image.width} x {image.height}, {over}")
                 return as_rgb(image, upright)
+    except ImageLoadError:
+        raise
     except FileNotFoundError as error:
         raise ImageLoadError(f"{path}: image file not found") from error
-    except Image.DecompressionBombError as error:
-        size = str(error).split(" pixels")[0].split("(")[-1]
-        raise ImageLoadError(
-            f"{path}: the image claims {size} pixels, over the limit of "
-            f"{limit} (VISTRA_MAX_IMAGE_PIXELS; a decompression bomb?)"
-        ) from None
+    except Image.DecompressionBombError:  # Pillow's own refusal, from the header alone
+        raise ImageLoadError(f"{path}: the header claims more pixels, {over}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"{path}: cannot read image ({error})") from error

@@ -42,14 +42,14 @@ def fail(command: str, message) -> int:
 
 def predict_command(words: list[str]) -> int:
     options = predict_parser().parse_args(words)
-    from vistra.convert.hub import is_model_id
+    from vistra.convert.hub import is_pretrained
     from vistra.inference.images import find_images
     from vistra.inference.predictor import Predictor
 
     try:
         if options.ckpt.endswith(".onnx"):
             predictor = Predictor.from_onnx(options.ckpt)
-        elif is_model_id(options.ckpt) or Path(options.ckpt).is_dir():
+        elif is_pretrained(options.ckpt):
             predictor = Predictor.from_pretrained(options.ckpt, options.device, options.precision)
         else:
             predictor = Predictor.from_checkpoint(options.ckpt, options.device, options.precision,
@@ -156,12 +156,12 @@ def export_command(words: list[str]) -> int:
     options = parser.parse_args(words)
     if (options.height is None) != (options.width is None):
         parser.error("give both --height and --width, or neither")
-    from vistra.convert.hub import is_model_id
+    from vistra.convert.hub import is_pretrained
     from vistra.inference.export import export
     from vistra.inference.predictor import Predictor
 
     try:
-        if is_model_id(options.ckpt) or Path(options.ckpt).is_dir():
+        if is_pretrained(options.ckpt):
             predictor = Predictor.from_pretrained(options.ckpt)
         else:
             unsafe = options.unsafe_load or None

@@ -208,7 +208,7 @@ class SwinFeatures(nn.Module):
     ) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(patch_size, width)
-        rates = torch.linspace(0, drop_path, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path, sum(depths), device="cpu").tolist()  # also on meta
         starts = [sum(depths[:index]) for index in range(len(depths))]
         for index, (depth, head_count) in enumerate(zip(depths, heads)):
             stage_rates = rates[starts[index] : starts[index] + depth]
@@ -241,7 +241,8 @@ class SwinFeatures(nn.Module):
         )
         state = {k: v for k, v in timm_features.state_dict().items()
                  if not k.endswith(("relative_position_index", "attn_mask"))}  # fmt: skip
-        features.load_state_dict(state, strict=True)
+        # assign: timm's tensors themselves (no copy; also on the meta device)
+        features.load_state_dict(state, strict=True, assign=True)
         for name, parameter in timm_features.named_parameters():  # frozen parts stay frozen
             features.get_parameter(name).requires_grad_(parameter.requires_grad)
         features.feature_info = timm_features.feature_info
