@@ -26,6 +26,7 @@ commands:
   predict    run a trained model on images: --ckpt CKPT --input IMAGES --output DIR,
              or on a config's data: --config FILE.yaml --ckpt_path CKPT
   export     write an ONNX file or torch.export program and check it against PyTorch
+  serve      a model behind HTTP with a page to try it: --ckpt CKPT|model.onnx [--port 8000]
   data       write the built-in shapes set (data shapes), check a COCO file (data check),
              write images into tar shards (data shard)
   demo       a built-in end-to-end run: mask2former (default), supcon, mae, detr
@@ -192,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "data":
         sys.exit(data_command(words[1:]))
+    if command == "serve":
+        from vistra.serve.command import serve_command
+
+        sys.exit(serve_command(words[1:]))
     if command == "export":
         from vistra.inference.command import export_command
 

@@ -3,6 +3,7 @@ numpy and Pillow)."""
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -14,6 +15,9 @@ from vistra.data.shard_files import open_binary
 
 # What every reader of image files takes for an image (folders, predict inputs, COCO panoptic).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Pillow's decoders for them, and no others: Pillow identifies a file by its content, and some
+# of its plugins (EPS through Ghostscript, among others) hand the file to another program.
+IMAGE_FORMATS = tuple(sorted({Image.registered_extensions()[s] for s in IMAGE_SUFFIXES}))
 
 
 class DataError(ValueError):
@@ -23,6 +27,14 @@ class DataError(ValueError):
 
 class ImageLoadError(DataError, RuntimeError):
     """An image file that is missing, unreadable or corrupt; the message names the file."""
+
+
+class ImageTooLarge(ImageLoadError):
+    """An image whose header claims more pixels than ``max_pixels()``."""
+
+
+class UnsupportedImage(ImageLoadError):
+    """An image in a format that is not one of ``IMAGE_FORMATS``."""
 
 
 def as_rgb(image: Image.Image, upright: bool = True) -> Image.Image:
@@ -50,23 +62,50 @@ def max_pixels() -> int:
 
 def load_image(path: str | Path, upright: bool = True) -> Image.Image:
     """Open ``path`` as an RGB PIL image (see ``as_rgb``), raising ``ImageLoadError`` naming
-    the file: missing, undecodable, or larger than ``max_pixels()`` (checked on the header,
-    before anything is decoded)."""
+    the file: missing, undecodable, not one of ``IMAGE_FORMATS``, or larger than
+    ``max_pixels()`` (checked on the header, before anything is decoded)."""
+    try:
+        with open_binary(path) as handle:
+            return _decode(handle, str(path), upright)
+    except FileNotFoundError as error:
+        raise ImageLoadError(f"{path}: image file not found") from error
+    except OSError as error:  # unreadable (permissions, a folder, an I/O error)
+        raise ImageLoadError(f"{path}: cannot read image ({error.strerror or error})") from error
+
+
+def decode_image(data: bytes, name: str = "image", upright: bool = True) -> Image.Image:
+    """``load_image`` for the bytes of an image file (an upload); ``name`` starts messages."""
+    return _decode(io.BytesIO(data), name, upright)
+
+
+def _decode(handle, name: str, upright: bool) -> Image.Image:
     limit = max_pixels()
     over = f"over the limit of {limit} pixels (VISTRA_MAX_IMAGE_PIXELS; a decompression bomb?)"
     try:
         with warnings.catch_warnings():
             # vistra's limit replaces Pillow's (its warning at half of it says nothing here)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with open_binary(path) as handle, Image.open(handle) as image:
+            with Image.open(handle, formats=IMAGE_FORMATS) as image:
                 if image.width * image.height > limit:
-                    raise ImageLoadError(f"{path}: {image.width} x {image.height}, {over}")
+                    raise ImageTooLarge(f"{name}: {image.width} x {image.height}, {over}")
                 return as_rgb(image, upright)
     except ImageLoadError:
         raise
-    except FileNotFoundError as error:
-        raise ImageLoadError(f"{path}: image file not found") from error
     except Image.DecompressionBombError:  # Pillow's own refusal, from the header alone
-        raise ImageLoadError(f"{path}: the header claims more pixels, {over}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"{path}: cannot read image ({error})") from error
+        raise ImageTooLarge(f"{name}: the header claims more pixels, {over}") from None
+    except UnidentifiedImageError as error:
+        raise _unidentified(handle, name) from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(f"{name}: cannot read image ({error})") from error
+
+
+def _unidentified(handle, name: str) -> ImageLoadError:
+    """Not an image, or an image in a format vistra does not read (identified from its header
+    alone, which decodes nothing)."""
+    try:
+        handle.seek(0)
+        with Image.open(handle) as image:
+            found = image.format
+    except Exception:  # any failure to identify means the same: not an image
+        return ImageLoadError(f"{name}: cannot read image (not an image file)")
+    return UnsupportedImage(f"{name}: a {found} image; vistra reads {', '.join(IMAGE_FORMATS)}")

@@ -42,18 +42,12 @@ def fail(command: str, message) -> int:
 
 def predict_command(words: list[str]) -> int:
     options = predict_parser().parse_args(words)
-    from vistra.convert.hub import is_pretrained
     from vistra.inference.images import find_images
     from vistra.inference.predictor import Predictor
 
     try:
-        if options.ckpt.endswith(".onnx"):
-            predictor = Predictor.from_onnx(options.ckpt)
-        elif is_pretrained(options.ckpt):
-            predictor = Predictor.from_pretrained(options.ckpt, options.device, options.precision)
-        else:
-            predictor = Predictor.from_checkpoint(options.ckpt, options.device, options.precision,
-                                                  options.unsafe_load or None)  # fmt: skip
+        predictor = Predictor.load(options.ckpt, options.device, options.precision,
+                                   options.unsafe_load or None)  # fmt: skip
         paths = find_images(options.input)
     except (FileNotFoundError, ValueError) as error:
         return fail("predict", error)

@@ -146,15 +146,20 @@ def detection_grid(
     return path
 
 
-def write_panoptic_png(segment_ids, path: str | Path) -> Path:
-    """Segment ids [H, W] -> a COCO panoptic PNG (id = R + 256 G + 256^2 B)."""
+def panoptic_rgb(segment_ids) -> Image.Image:
+    """Segment ids [H, W] as a COCO panoptic PNG image (id = R + 256 G + 256^2 B)."""
     import numpy as np
 
     ids = np.asarray(segment_ids, dtype=np.int64)
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def write_panoptic_png(segment_ids, path: str | Path) -> Path:
+    """Segment ids [H, W] -> a COCO panoptic PNG file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
+    panoptic_rgb(segment_ids).save(path)
     return path
 
 

@@ -73,6 +73,24 @@ class Predictor:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
+    def load(
+        cls,
+        source: str | Path,
+        device: str = "cpu",
+        precision: str | None = None,
+        unsafe_load: bool | None = None,
+    ) -> Predictor:
+        """Whichever ``source`` is: an ``.onnx`` file (``from_onnx``), a Hugging Face model id
+        or ``save_pretrained`` folder (``from_pretrained``), or a vistra checkpoint."""
+        from vistra.convert.hub import is_pretrained
+
+        if str(source).endswith(".onnx"):
+            return cls.from_onnx(source)
+        if is_pretrained(source):
+            return cls.from_pretrained(source, device, precision)
+        return cls.from_checkpoint(source, device, precision, unsafe_load)
+
+    @classmethod
     def from_checkpoint(
         cls,
         path: str | Path,

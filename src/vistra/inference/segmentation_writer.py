@@ -6,7 +6,6 @@ import json
 import sys
 
 import numpy as np
-from PIL import Image
 
 from vistra.inference.images import MAX_MAP_PIXELS
 from vistra.inference.writers import ResultWriter, output_file
@@ -33,29 +32,23 @@ class SegmentationWriter(ResultWriter):
         self.write(record, result)
 
     def write(self, record, result) -> None:
-        from vistra.evaluation.coco import masks_to_coco
-        from vistra.inference.pictures import segmentation_overlay, write_panoptic_png
+        from vistra.inference.pictures import write_panoptic_png
+        from vistra.inference.result_json import (
+            instance_rows,
+            segment_rows,
+            segmentation_picture,
+            semantic_image,
+        )
 
-        height, width = result.semantic.shape
-        image = record.image
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        semantic = np.asarray(result.semantic).astype(np.uint8)
-        Image.fromarray(semantic).save(output_file(self.out / "semantic", record.stem, ".png"))
+        semantic_image(result).save(output_file(self.out / "semantic", record.stem, ".png"))
         if result.panoptic is not None:
             png = output_file(self.out / "panoptic", record.stem, ".png")
             write_panoptic_png(np.asarray(result.panoptic), png)
-            self.panoptic.append({
-                "image_id": record.image_id, "file_name": f"{record.stem.as_posix()}.png",
-                "segments_info": [{"id": s["id"], "category_id": s["category_id"],
-                                   "isthing": int(s["isthing"]), "score": s["score"],
-                                   "area": s["area"]} for s in result.segments],
-            })  # fmt: skip
-        if result.instances is not None:
-            ids = self.spec.category_ids or list(range(int(result.semantic.max()) + 1))
-            self.instances += masks_to_coco(record.image_id, result.instances, ids)
-        names = self.spec.names or [str(i) for i in range(256)]
-        segmentation_overlay(image, result, names).save(
+            self.panoptic.append({"image_id": record.image_id,
+                                  "file_name": f"{record.stem.as_posix()}.png",
+                                  "segments_info": segment_rows(result)})  # fmt: skip
+        self.instances += instance_rows(result, self.spec, record.image_id)
+        segmentation_picture(record.image, result, self.spec).save(
             output_file(self.out / "pictures", record.stem, ".png")
         )
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from vistra import __version__
 from vistra.data.preprocess import Preprocess
 
 PREPROCESS_KEY = "vistra_preprocess"
 CATEGORIES_KEY = "vistra_categories"
 POSTPROCESS_KEY = "vistra_postprocess"
+VERSION_KEY = "vistra_version"
 KINDS = ("classification", "embedding", "detection", "segmentation")
 # What the network of each kind returns, in order (an exported file's output names).
 OUTPUT_NAMES = {
@@ -52,8 +54,8 @@ class Thresholds:
 @dataclass
 class InferenceSpec:
     """How to run a trained network: its ``kind``, the input ``preprocess``, what labels mean
-    (``names``, the data's ``category_ids``, which labels are ``thing_labels``) and the
-    ``thresholds``."""
+    (``names``, the data's ``category_ids``, which labels are ``thing_labels``), the
+    ``thresholds`` and the vistra ``version`` that wrote it (``None`` when not recorded)."""
 
     kind: str
     preprocess: Preprocess | None
@@ -61,6 +63,7 @@ class InferenceSpec:
     category_ids: list[int] | None = None
     thing_labels: list[int] | None = None
     thresholds: Thresholds = field(default_factory=Thresholds)
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -77,13 +80,15 @@ class InferenceSpec:
     def to_dict(self) -> dict:
         """Plain data (an ONNX file's metadata)."""
         return {"kind": self.kind, "preprocess": self.preprocess.to_dict(),
-                **self.categories(), "thresholds": asdict(self.thresholds)}  # fmt: skip
+                **self.categories(), "thresholds": asdict(self.thresholds),
+                VERSION_KEY: self.version or __version__}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict) -> InferenceSpec:
         return cls(values["kind"], Preprocess.from_dict(values["preprocess"]), values.get("names"),
                    values.get("ids"), values.get("thing_labels"),
-                   Thresholds(**values.get("thresholds", {})))  # fmt: skip
+                   Thresholds(**values.get("thresholds", {})),
+                   _text(values.get(VERSION_KEY)))  # fmt: skip
 
     def categories(self) -> dict:
         """``names``, ``ids`` and (segmentation) ``thing_labels``, the ones known."""
@@ -97,6 +102,7 @@ class InferenceSpec:
         if self.categories():
             checkpoint[CATEGORIES_KEY] = self.categories()
         checkpoint[POSTPROCESS_KEY] = asdict(self.thresholds)
+        checkpoint[VERSION_KEY] = __version__
 
     @classmethod
     def read(cls, checkpoint: dict, kind: str, origin: str = "checkpoint") -> InferenceSpec:
@@ -115,7 +121,12 @@ class InferenceSpec:
             classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
             names = [str(i) for i in range(classes)] if classes else None
         return cls(kind, preprocess, names, categories.get("ids"), categories.get("thing_labels"),
-                   thresholds)  # fmt: skip
+                   thresholds, _text(checkpoint.get(VERSION_KEY)))  # fmt: skip
+
+
+def _text(value) -> str | None:
+    """A stored version string, or ``None`` for anything else (it is only reported)."""
+    return value[:40] if isinstance(value, str) else None
 
 
 def default_preprocess(kind: str, checkpoint: dict) -> dict:

@@ -132,25 +132,15 @@ class DetectionWriter(ResultWriter):
         self.empty: list[str] = []  # pictures with no box at the threshold, and why
 
     def write(self, record, result) -> None:
-        from vistra.inference.pictures import draw_detections
+        from vistra.inference.result_json import detection_picture, detection_rows
 
-        for box, score, category in zip(result.boxes.tolist(), result.scores.tolist(),
-                                        result.category_ids):  # fmt: skip
-            self.results.append({"image_id": record.image_id, "category_id": int(category),
-                                 "bbox": [round(box[0], 2), round(box[1], 2),
-                                          round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
-                                 "score": round(float(score), 5)})  # fmt: skip
-        keep = result.scores >= self.threshold
-        if not keep.any() and len(result.scores):
+        self.results += [{"image_id": record.image_id, **row} for row in detection_rows(result)]
+        if len(result.scores) and not (result.scores >= self.threshold).any():
             self.empty.append(
                 f"{record.name.as_posix()}: {len(result.scores)} detections, all "
                 f"below {self.threshold} (best {float(result.scores.max()):.3f})"
             )
-        labels = result.labels[keep].tolist()
-        names = [name for name, kept in zip(result.names, keep.tolist()) if kept]
-        image = record.image
-        picture = draw_detections(image, result.boxes[keep], names, result.scores[keep], labels,
-                                  scale=max(1.0, 288 / max(image.size)))  # fmt: skip
+        picture = detection_picture(record.image, result, self.threshold)
         picture.save(output_file(self.out / "pictures", record.stem, ".png"))
 
     def close(self) -> None:
