@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import json
 from pathlib import Path
 
@@ -55,6 +57,7 @@ def test_fit_validate_predict_write_coco_results(tmp_path):
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["vistra_categories"] == {"ids": [1, 2, 3],
                                           "names": ["circle", "square", "triangle"]}  # fmt: skip
+    assert saved["vistra_version"] == importlib.metadata.version("vistra")  # GET /info says it
     assert list((tmp_path / "run").rglob("val_epoch_0000.json"))
     predict = vistra("predict", "--config", CONFIG, *_data_args(tmp_path / "s"),
                      "--ckpt_path", checkpoint, "--trainer.enable_progress_bar=false",

@@ -82,7 +82,7 @@ def test_no_import_circle():
 def test_inference_does_not_reach_into_training():
     graph = import_graph()
     for name, targets in graph.items():
-        if name.startswith("vistra.inference"):
+        if name.startswith(("vistra.inference", "vistra.serve")):
             training = {t for t in targets if t.startswith(("vistra.tasks", "vistra.engine"))}
             assert not training, f"{name} imports {training}"
         if name.startswith(("vistra.models", "vistra.losses", "vistra.data")):
@@ -90,7 +90,13 @@ def test_inference_does_not_reach_into_training():
                 t
                 for t in targets
                 if t.startswith(
-                    ("vistra.tasks", "vistra.engine", "vistra.inference", "vistra.demos")
+                    (
+                        "vistra.tasks",
+                        "vistra.engine",
+                        "vistra.inference",
+                        "vistra.demos",
+                        "vistra.serve",
+                    )
                 )
             }
             assert not upward, f"{name} imports {upward}"  # fmt: skip

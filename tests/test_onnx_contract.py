@@ -214,3 +214,21 @@ def test_numpy_decoding_equals_the_torch_post_processing():
         np.testing.assert_allclose(b.boxes, a.boxes.numpy(), atol=1e-4)
         np.testing.assert_allclose(b.scores, a.scores.numpy(), atol=1e-6)
         assert np.array_equal(a.labels.numpy(), b.labels) and a.names == b.names
+
+
+def test_vistra_serve_runs_the_onnx_file(files, tmp_path):
+    """README: `vistra serve --ckpt model.onnx` answers as `vistra predict --ckpt model.onnx`
+    on the same image (each image alone: `--batch-size 1`)."""
+    from serve_process import serving
+
+    image = files["images"] / "scene1.png"
+    run = run_vistra("predict", "--ckpt", files["detection"], "--input", image, "--output",
+                     tmp_path / "out", "--batch-size", "1", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    written = json.loads((tmp_path / "out" / "detections.json").read_text())
+    with serving(files["detection"], tmp_path) as server:
+        status, body = server.call("/predict", image.read_bytes(), "image/png")
+    assert status == 200, body
+    served = [{k: v for k, v in row.items() if k != "category_name"} for row in body["detections"]]
+    expected = [{k: v for k, v in row.items() if k != "image_id"} for row in written]
+    assert served == sorted(expected, key=lambda row: -row["score"])

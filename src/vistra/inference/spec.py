@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from vistra import __version__
 from vistra.data.preprocess import Preprocess
 
 PREPROCESS_KEY = "vistra_preprocess"
@@ -81,7 +80,7 @@ class InferenceSpec:
         """Plain data (an ONNX file's metadata)."""
         return {"kind": self.kind, "preprocess": self.preprocess.to_dict(),
                 **self.categories(), "thresholds": asdict(self.thresholds),
-                VERSION_KEY: self.version or __version__}  # fmt: skip
+                VERSION_KEY: self.version or vistra_version()}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict) -> InferenceSpec:
@@ -102,7 +101,7 @@ class InferenceSpec:
         if self.categories():
             checkpoint[CATEGORIES_KEY] = self.categories()
         checkpoint[POSTPROCESS_KEY] = asdict(self.thresholds)
-        checkpoint[VERSION_KEY] = __version__
+        checkpoint[VERSION_KEY] = vistra_version()
 
     @classmethod
     def read(cls, checkpoint: dict, kind: str, origin: str = "checkpoint") -> InferenceSpec:
@@ -122,6 +121,17 @@ class InferenceSpec:
             names = [str(i) for i in range(classes)] if classes else None
         return cls(kind, preprocess, names, categories.get("ids"), categories.get("thing_labels"),
                    thresholds, _text(checkpoint.get(VERSION_KEY)))  # fmt: skip
+
+
+def vistra_version() -> str:
+    """The installed vistra's version (from its package metadata: the package root imports
+    this module's users lazily)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vistra")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def _text(value) -> str | None:

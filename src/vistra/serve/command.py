@@ -30,8 +30,9 @@ def serve_parser() -> argparse.ArgumentParser:
                         f"${KEY_VARIABLE})")  # fmt: skip
     parser.add_argument("--workers-per-device", type=int, default=1,
                         help="model workers (processes) per device")  # fmt: skip
-    parser.add_argument("--max-batch-size", type=int, default=4,
-                        help="requests run together in one forward pass")  # fmt: skip
+    parser.add_argument("--max-batch-size", type=int, help="requests run together in one "
+                        "forward pass (default: 1 on the CPU, where a batch is slower per image "
+                        "than one image at a time; 4 on a GPU)")  # fmt: skip
     parser.add_argument("--batch-timeout", type=float, default=0.01,
                         help="seconds a batch waits to fill")  # fmt: skip
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
@@ -49,6 +50,8 @@ def serve_parser() -> argparse.ArgumentParser:
 def serve_command(words: list[str]) -> int:
     options = serve_parser().parse_args(words)
     key = options.api_key or os.environ.get(KEY_VARIABLE) or None
+    if options.max_batch_size is None:
+        options.max_batch_size = 1 if options.device == "cpu" else 4
     problem = _problem(options, key)
     if problem:
         return fail("serve", problem)
