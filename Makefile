@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mask2former_demo_step.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/serve.py
 
 clean:
-	rm -rf $(VENV) lightning_logs vistra_runs
+	rm -rf $(VENV) lightning_logs vistra_runs test-artifacts

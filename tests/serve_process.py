@@ -102,10 +102,9 @@ class Server:
         return found
 
 
-@contextmanager
-def serving(ckpt: Path, folder: Path, *options: str, key: str | None = None):
+def start(ckpt: Path, folder: Path, *options: str, key: str | None = None) -> Server:
     """``vistra serve --ckpt CKPT --port P OPTIONS`` started in ``folder`` (``key``: in
-    ``VISTRA_API_KEY``), healthy; stopped (its whole process group) afterwards."""
+    ``VISTRA_API_KEY``), not waited for."""
     port = free_port()
     log = folder / f"serve-{port}.log"
     with open(log, "wb") as stderr:
@@ -114,19 +113,30 @@ def serving(ckpt: Path, folder: Path, *options: str, key: str | None = None):
              *options], cwd=folder, stdout=stderr, stderr=stderr, start_new_session=True,
             env={**os.environ, "VISTRA_API_KEY": key or ""},
         )  # fmt: skip
-    server = Server(process, port, log, key)
+    return Server(process, port, log, key)
+
+
+def stop(server: Server) -> None:
+    """The server's whole process group, stopped."""
+    with _quiet():
+        os.killpg(server.process.pid, signal.SIGTERM)
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with _quiet():
+            os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+
+
+@contextmanager
+def serving(ckpt: Path, folder: Path, *options: str, key: str | None = None):
+    """A ``start``-ed server, healthy; stopped afterwards."""
+    server = start(ckpt, folder, *options, key=key)
     try:
         server.wait_healthy()
         yield server
     finally:
-        with _quiet():
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with _quiet():
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(server)
 
 
 def _quiet():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
 import csv
 import io
 import json
@@ -21,7 +20,7 @@ import torch
 from deploy_files import build_checkpoints, write_scenes
 from PIL import Image
 from runner import run_vistra
-from serve_process import serving
+from serve_process import serving, start, stop
 
 FAMILIES = ["detection", "segmentation", "classification", "embedding"]
 SIZES = [(96, 128), (120, 90), (70, 70)]  # landscape, portrait, square: padding in batches
@@ -42,10 +41,16 @@ def files(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def servers(files) -> dict:
-    """``vistra serve --ckpt CKPT`` with the README's defaults, one per family."""
-    with contextlib.ExitStack() as stack:
-        yield {family: stack.enter_context(serving(files["ckpt"][family], files["root"]))
-               for family in FAMILIES}  # fmt: skip
+    """``vistra serve --ckpt CKPT`` with the README's defaults, one per family, started
+    together."""
+    started = {family: start(files["ckpt"][family], files["root"]) for family in FAMILIES}
+    try:
+        for server in started.values():
+            server.wait_healthy()
+        yield started
+    finally:
+        for server in started.values():
+            stop(server)
 
 
 def png_bytes(image: Image.Image, kind: str = "PNG") -> bytes:
@@ -195,6 +200,9 @@ def check_batched_answers(server, folder: Path) -> None:
     together) with the answers each gets alone: DETR masks the padding."""
     posts = [(folder / f"scene{k}.png").read_bytes() for k in range(len(SIZES))]
     alone = [server.call("/predict", data, "image/png")[1]["detections"] for data in posts]
+    # README's options: threshold and top_k keep the best rows of the whole answer
+    status, body = server.call("/predict?threshold=0.5&top_k=2", posts[0], "image/png")
+    assert body["detections"] == [r for r in alone[0] if r["score"] >= 0.5][:2] != []
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda k: server.call("/predict", posts[k % 3], "image/png"),
                                 range(12)))  # fmt: skip
