@@ -121,6 +121,26 @@ COCO_CASES = {  # name: (change, field, words in the message)
                                 "duplicate id 9001"),
     "annotation not an object": (lambda d: d["annotations"].append([1, 2]), "annotations[3]",
                                  "not an object"),
+    # issue 28: what pycocotools would trust (an overrunning RLE hangs its evaluation)
+    "RLE runs over the image": (ann(1, segmentation={"size": [40, 50], "counts": [0, 10**9]}),
+                                "annotations[1] (id 9002).segmentation.counts",
+                                "runs sum to 1000000000, not height x width = 2000"),
+    "RLE string garbage": (ann(1, segmentation={"size": [40, 50], "counts": "not RLE!"}),
+                           "annotations[1] (id 9002).segmentation.counts",
+                           "not COCO's compressed RLE string"),
+    "RLE string of another size": (ann(1, segmentation={"size": [40, 50], "counts": "0P?"}),
+                                   "annotations[1] (id 9002).segmentation.counts",
+                                   "not height x width = 2000"),
+    "RLE negative run": (ann(1, segmentation={"size": [40, 50], "counts": [1000, -5, 1005]}),
+                         "annotations[1] (id 9002).segmentation.counts",
+                         "list of non-negative integers"),
+    "NaN polygon": (ann(0, segmentation=[[2, 3, float("nan"), 3, 12, 13]]),
+                    "annotations[0] (id 9001).segmentation[0]", "not a finite number"),
+    "iscrowd as text": (ann(0, iscrowd="0"), "annotations[0] (id 9001).iscrowd",
+                        "must be 0 or 1, got '0'"),
+    "iscrowd 2": (ann(0, iscrowd=2), "annotations[0] (id 9001).iscrowd", "must be 0 or 1"),
+    "image id as text": (ann(0, image_id="1"), "annotations[0] (id 9001).image_id",
+                         "must be an integer, got '1'"),
 }  # fmt: skip
 
 

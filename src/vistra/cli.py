@@ -228,10 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     from vistra.engine.finite import NonFiniteTrainingError
     from vistra.engine.lightning_cli import VistraCLI
     from vistra.engine.preemption import Preempted
+    from vistra.engine.run_errors import RunError
 
+    errors = (UnsafeFileError, NonFiniteTrainingError, DataError, CheckpointMismatchError, RunError)
     try:
         VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
-    except (UnsafeFileError, NonFiniteTrainingError, DataError, CheckpointMismatchError) as error:
+    except errors as error:
         sys.exit(f"vistra: {one_line(error)}")
     except Preempted as stop:
         print(f"vistra: {stop.message}", file=sys.stderr)

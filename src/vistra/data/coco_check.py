@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vistra.data.coco_masks import segmentation_problem
 from vistra.data.shard_files import image_folder, outside_folder
 
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (COCO rounds coordinates)
@@ -206,6 +207,15 @@ def _check_annotations(
             report.add(where, "not an object")
             continue
         _duplicate(report, seen, annotation.get("id"), f"{where}.id")
+        untyped = [name for name in ("id", "image_id", "category_id")
+                   if not _is_integer(annotation.get(name))]  # fmt: skip
+        for name in untyped:
+            report.add(f"{where}.{name}", f"must be an integer, got {annotation.get(name)!r}")
+        crowd = annotation.get("iscrowd", 0)
+        if crowd not in (0, 1) or isinstance(crowd, (bool, float)):
+            report.add(f"{where}.iscrowd", f"must be 0 or 1, got {crowd!r}")
+        if {"image_id", "category_id"} & set(untyped):
+            continue
         image_id, category_id = annotation.get("image_id"), annotation.get("category_id")
         if image_id not in images:
             follow_ons["image_id"].setdefault(_key(image_id), []).append(where)
@@ -270,21 +280,13 @@ def _check_segmentation(report: CocoReport, where: str, annotation: dict, height
     segmentation = annotation.get("segmentation")
     if segmentation is None:
         return  # boxes-only datasets are fine for detection
-    if isinstance(segmentation, list):
-        if not segmentation:
-            report.add(where, "empty polygon list")
-        for k, polygon in enumerate(segmentation):
-            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
-                report.add(f"{where}[{k}]", "polygon needs >= 3 (x, y) points")
-    elif isinstance(segmentation, dict):
-        size = segmentation.get("size")
-        if size != [height, width]:
-            report.add(f"{where}.size", f"RLE size {size} differs from the image's "
-                                        f"[{height}, {width}]")  # fmt: skip
-        if "counts" not in segmentation:
-            report.add(f"{where}.counts", "missing")
-    else:
-        report.add(where, "neither polygons nor RLE")
+    problem = segmentation_problem(segmentation, height, width)
+    if problem:
+        report.add(f"{where}{problem[0]}", problem[1])
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:

@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from vistra.convert.safe import load_torch_file
+from vistra.engine.run_errors import CheckpointWriteError
 from vistra.engine.time_budget import describe, time_budget
 from vistra.inference.checkpoint import model_class
 
@@ -157,6 +158,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, temporary)
             os.replace(temporary, path)
+        except OSError as error:
+            raise CheckpointWriteError(unwritable(path, error)) from None
+        except RuntimeError as error:  # torch's zip writer reports a full disk as its own error
+            if "write" not in str(error).lower():
+                raise
+            raise CheckpointWriteError(unwritable(path, error)) from None
         finally:
             temporary.unlink(missing_ok=True)
 
@@ -166,6 +173,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only)
         return load_torch_file(path)
+
+
+def unwritable(path: Path, error: Exception) -> str:
+    """One line on a checkpoint that could not be written, and what is left of the last one."""
+    reason = os.strerror(error.errno) if getattr(error, "errno", None) else str(error)
+    if getattr(error, "errno", None) is None and "file write failed" in str(error):
+        reason = "the file could not be written (a full disk?)"
+    kept = (f"the previous {path.name} is intact" if path.is_file() else
+            "no earlier checkpoint of this name was there")  # fmt: skip
+    return f"{path}: cannot write the checkpoint: {reason.lower()}; {kept}"
 
 
 def _millions(count: int) -> str:

@@ -35,8 +35,10 @@ from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
 from vistra.engine.prediction_files import PredictionFiles
 from vistra.engine.preemption import StopOnSignal
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
+from vistra.engine.run_lock import RunLock
 from vistra.engine.seeding import StepSeeding
 from vistra.engine.time_budget import TimeBudget
+from vistra.inference.checkpoint import VISTRA_NETWORKS, check_shapes, vistra_network
 from vistra.tasks.sharding import register_strategy
 
 # Without an interval, Lightning writes a checkpoint only after validation, which long runs do
@@ -77,12 +79,25 @@ class VistraCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        checkpoint = load_torch_file(ckpt_path)
+        try:
+            checkpoint = load_torch_file(ckpt_path)
+        except UnsafeFileError:
+            raise
+        except Exception as error:  # noqa: BLE001 - truncated, TorchScript, not a checkpoint
+            text = str(error).strip()
+            reason = text.splitlines()[0][:200] if text else type(error).__name__
+            raise CheckpointMismatchError(f"--ckpt_path {ckpt_path}: not a readable "
+                                          f"checkpoint ({reason})") from None  # fmt: skip
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CheckpointMismatchError(
                 f"--ckpt_path {ckpt_path}: not a checkpoint of a vistra run (no training state); "
                 "to start from a file of weights, give it to the model's 'checkpoint' option"
             )
+        self.stored_shapes = (ckpt_path, {
+            key[len("network."):]: tuple(value.shape)
+            for key, value in checkpoint["state_dict"].items()
+            if key.startswith("network.") and hasattr(value, "shape")
+        })  # fmt: skip
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         hparams = checked_hyper_parameters(hparams, f"--ckpt_path {ckpt_path}")
@@ -115,6 +130,7 @@ class VistraCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         datamodule = self._build_datamodule(config)
+        self._check_stored_shapes(config)
         self._resolve_ckpt_path(config)
         reuse = [(lambda cls, *args, **kwargs: datamodule, LightningDataModule, True)]
         try:
@@ -130,6 +146,27 @@ class VistraCLI(LightningCLI):
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)
         self.trainer = self.instantiate_trainer()
+
+    def _check_stored_shapes(self, config: Namespace) -> None:
+        """The network the merged config asks for makes the shapes of ``--ckpt_path``'s
+        weights, checked on the meta device before anything is allocated: another model size
+        or class count, or stored arguments asking for more, stop in one line."""
+        stored = getattr(self, "stored_shapes", None)
+        model = config.get("model")
+        network = model.get("init_args", {}).get("network") if model is not None else None
+        if not stored or not stored[1] or not isinstance(network, Namespace):
+            return
+        spec = network.as_dict()
+        name = str(spec.get("class_path", "")).rsplit(".", 1)[-1]  # vistra.models.DETR too
+        found = [path for path in VISTRA_NETWORKS if path.rsplit(".", 1)[-1] == name]
+        if not found:
+            return
+        init_args = {k: v for k, v in (spec.get("init_args") or {}).items() if k != "__path__"}
+        try:
+            check_shapes(vistra_network(found[0]), init_args, stored[1],
+                         f"--ckpt_path {stored[0]}")  # fmt: skip
+        except ValueError as error:
+            raise CheckpointMismatchError(str(error)) from None
 
     def _build_datamodule(self, config: Namespace):
         """The data module alone (built once, reused), and the class count filled from it."""
@@ -191,8 +228,8 @@ class VistraCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        callbacks = [*callbacks, ParameterCount(), FinalCheckpoint(), StopOnNonFinite(),
-                     StepSeeding(), StopOnSignal(), TimeBudget()]  # fmt: skip
+        callbacks = [*callbacks, RunLock(), ParameterCount(), FinalCheckpoint(),
+                     StopOnNonFinite(), StepSeeding(), StopOnSignal(), TimeBudget()]  # fmt: skip
         chosen = config.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)

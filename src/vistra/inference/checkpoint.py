@@ -51,9 +51,15 @@ def vistra_network(class_path: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module), name)
 
 
-def build_network(spec: dict, origin: str | Path = "checkpoint") -> nn.Module:
+# Network arguments that name files: a checkpoint's weights are in the checkpoint itself.
+FILE_ARGUMENTS = ("checkpoint", "backbone_checkpoint")
+
+
+def build_network(spec: dict, origin: str | Path = "checkpoint", shapes: dict | None = None):
     """The network a checkpoint's ``{"class_path", "init_args"}`` describes, if it is one of
-    ``VISTRA_NETWORKS`` and its arguments are plain data."""
+    ``VISTRA_NETWORKS`` and its arguments are plain data; arguments naming files are left out.
+    ``shapes`` (the stored tensors' shapes by name): the arguments must make exactly these,
+    checked on the meta device before anything is allocated."""
     class_path = spec.get("class_path") if isinstance(spec, dict) else None
     if class_path not in VISTRA_NETWORKS:
         raise ValueError(f"{origin}: the checkpoint asks for {class_path!r}, which is not a vistra "
@@ -61,7 +67,32 @@ def build_network(spec: dict, origin: str | Path = "checkpoint") -> nn.Module:
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
         raise ValueError(f"{origin}: the checkpoint's network arguments are not a dict of names")
-    return vistra_network(class_path)(**init_args)
+    init_args = {k: None if k in FILE_ARGUMENTS else v for k, v in init_args.items()}
+    network_class = vistra_network(class_path)
+    if shapes is not None:
+        check_shapes(network_class, init_args, shapes, origin)
+    return network_class(**init_args)
+
+
+def check_shapes(network_class, init_args: dict, shapes: dict, origin) -> None:
+    """``ValueError`` naming the first tensor the arguments would make in another shape than
+    the stored one, or that the file does not hold (the network built on the meta device)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            planned = network_class(**init_args).state_dict()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{origin}: unusable network arguments ({error})") from None
+    for name, tensor in planned.items():
+        stored = shapes.get(name)
+        if stored is None:
+            raise ValueError(f"{origin}: its network arguments make {name}, which its weights "
+                             "do not hold (another model size or kind?)")  # fmt: skip
+        if tuple(stored) != tuple(tensor.shape):
+            raise ValueError(f"{origin}: its network arguments make {name} of shape "
+                             f"{list(tensor.shape)}, but its weights hold {list(stored)} (another "
+                             "model size or class count?)")  # fmt: skip
 
 
 def read_checkpoint(path: str | Path, unsafe: bool | None = None) -> dict:
@@ -87,12 +118,13 @@ def network_from_checkpoint(
     checkpoint: dict, prefix: str = "network.", origin: str | Path = "checkpoint"
 ) -> nn.Module:
     """Build the recorded network and load its weights (the ``prefix`` part of the state)."""
-    network = build_network(checkpoint[NETWORK_KEY], origin)
     state = {
         key[len(prefix) :]: value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(prefix)
     }
+    shapes = {name: tuple(value.shape) for name, value in state.items() if hasattr(value, "shape")}
+    network = build_network(checkpoint[NETWORK_KEY], origin, shapes)
     network.load_state_dict(state)
     return network
 

@@ -61,6 +61,29 @@ def decode_segment_ids(path: Path) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+def _check_segments(where: str, segments, categories: dict) -> None:
+    """Each segment an object with an integer ``id`` (once per image), a known
+    ``category_id`` and ``iscrowd`` 0 or 1: a segment listed twice would train twice."""
+    if not isinstance(segments, list):
+        raise DataError(f"{where}.segments_info: not a list")
+    seen: set[int] = set()
+    for k, segment in enumerate(segments):
+        field = f"{where}.segments_info[{k}]"
+        if not isinstance(segment, dict):
+            raise DataError(f"{field}: not an object")
+        segment_id, crowd = segment.get("id"), segment.get("iscrowd", 0)
+        if not isinstance(segment_id, int) or isinstance(segment_id, bool) or segment_id <= 0:
+            raise DataError(f"{field}.id: must be a positive integer, got {segment_id!r}")
+        if segment_id in seen:
+            raise DataError(f"{field}.id: segment {segment_id} is listed twice")
+        seen.add(segment_id)
+        if segment.get("category_id") not in categories:
+            raise DataError(f"{field}.category_id: unknown category "
+                            f"{segment.get('category_id')!r}")  # fmt: skip
+        if crowd not in (0, 1) or isinstance(crowd, (bool, float)):
+            raise DataError(f"{field}.iscrowd: must be 0 or 1, got {crowd!r}")
+
+
 class COCOPanopticSource(AnnotatedFiles, Dataset):
     """A COCO panoptic JSON, its PNG folder and the image folder.
 
@@ -105,10 +128,7 @@ class COCOPanopticSource(AnnotatedFiles, Dataset):
                 raise ValueError(f"{where} needs image_id, file_name and segments_info")
             if int(entry["image_id"]) not in self.images:
                 raise ValueError(f"{where}.image_id: unknown image id {entry['image_id']}")
-            for k, segment in enumerate(entry["segments_info"]):
-                if segment.get("category_id") not in categories:
-                    raise ValueError(f"{where}.segments_info[{k}].category_id: unknown category "
-                                     f"{segment.get('category_id')}")  # fmt: skip
+            _check_segments(where, entry["segments_info"], categories)
             self.entries[int(entry["image_id"])] = entry
         self.image_ids = sorted(self.entries)
         self.origin = str(origin)

@@ -4,6 +4,7 @@ SimCLR pre-training (a photo dump, a camera's output, a crawl)."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from vistra.data.image_files import IMAGE_SUFFIXES
@@ -38,6 +39,22 @@ class UnlabelledFolderSource(ImageSource):
 
 
 def _walk(root: Path, follow_symlinks: bool):
-    for folder, _, files in os.walk(root, followlinks=follow_symlinks):
+    """The files under ``root``; a folder reached twice (a symlink loop, or two links to one
+    folder) is searched once, and what was left out is named in one warning."""
+    seen, skipped = set(), []
+    for folder, subfolders, files in os.walk(root, followlinks=follow_symlinks):
+        try:
+            status = os.stat(folder)
+        except OSError:
+            continue
+        if (status.st_dev, status.st_ino) in seen:
+            skipped.append(folder)
+            subfolders[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
         for name in files:
             yield Path(folder) / name
+    if skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        warnings.warn(f"{root}: {skipped[0]}{more} leads to a folder already searched (a "
+                      "symlink loop or a second link): searched once", stacklevel=2)  # fmt: skip

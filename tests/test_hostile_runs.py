@@ -1,0 +1,220 @@
+"""Hostile and broken inputs, second round (issue 28), the runs' side: masks pycocotools would
+trust, a panoptic segment listed twice, symlink loops, two writers of one run, a full disk,
+checkpoints whose stored network arguments do not make their weights or name files, and
+files given to ``--ckpt_path`` that are no checkpoints."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from command import shapes_data_args
+from families import family_args
+from PIL import Image
+from runner import run_vistra
+
+from vistra.data.shapes import write_shapes
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def one_line(run) -> str:
+    """The line a refusal ends with (after Lightning's start-up notes), and no traceback."""
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert last.startswith("vistra"), run.stderr[-3000:]
+    return last
+
+
+@pytest.fixture
+def shapes(tmp_path) -> Path:
+    root = tmp_path / "shapes"
+    write_shapes(root, train=3, val=2, size=48, seed=0)
+    return root
+
+
+def test_an_overrunning_rle_is_named_by_data_check_and_refused_by_fit(shapes, tmp_path):
+    """RLE counts [0, 10^9] on a 48 x 48 image made pycocotools' evaluation spin forever."""
+    annotations = shapes / "annotations/instances_train.json"
+    data = json.loads(annotations.read_text())
+    data["annotations"][0]["segmentation"] = {"size": [48, 48], "counts": [0, 10**9]}
+    annotations.write_text(json.dumps(data))
+    check = run_vistra("data", "check", annotations, "--images", shapes / "images/train",
+                       cwd=tmp_path)  # fmt: skip
+    assert check.returncode != 0 and "Traceback" not in check.stderr
+    assert "segmentation.counts" in check.stdout + check.stderr
+    assert "runs sum to 1000000000, not height x width = 2304" in check.stdout + check.stderr
+    fit = run_vistra("fit", "--config", CONFIGS / "detr/shapes.yaml",
+                     *shapes_data_args(shapes, "instances"), "--trainer.max_steps=1",
+                     cwd=tmp_path)  # fmt: skip
+    assert fit.returncode != 0 and "Traceback" not in fit.stderr  # the checker's short report
+    assert "segmentation.counts: runs sum to 1000000000" in fit.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_panoptic_segment_listed_twice_is_refused_by_fit(shapes, tmp_path):
+    annotations = shapes / "annotations/panoptic_train.json"
+    data = json.loads(annotations.read_text())
+    entry = data["annotations"][0]
+    entry["segments_info"].append(dict(entry["segments_info"][0]))
+    annotations.write_text(json.dumps(data))
+    fit = run_vistra("fit", "--config", CONFIGS / "mask2former/shapes.yaml",
+                     *shapes_data_args(shapes, "panoptic"), "--trainer.max_steps=1",
+                     cwd=tmp_path)  # fmt: skip
+    line = one_line(fit)
+    assert "segments_info[" in line and "is listed twice" in line, line
+
+
+def test_symlink_loops_are_searched_once(tmp_path):
+    """A link to a parent folder made 3 images 123 and two of them never ended the walk."""
+    from vistra.data.sources.unlabelled_folder import UnlabelledFolderSource
+
+    (tmp_path / "photos/a").mkdir(parents=True)
+    for name in ("photos/one.png", "photos/a/two.png", "photos/a/three.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "photos/a/up").symlink_to("..")
+    (tmp_path / "photos/a/again").symlink_to("../a")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = UnlabelledFolderSource(tmp_path / "photos")
+    assert len(source) == 3
+    (message,) = [str(w.message) for w in caught]
+    assert "(and 1 more) leads to a folder already searched" in message
+
+
+SUPCON = [
+    "fit", "--config", CONFIGS / "supcon/resnet18_digits.yaml", "--data.init_args.image_size=16",
+    "--model.init_args.network.init_args.hidden_dim=64", "--trainer.enable_progress_bar=false",
+]  # fmt: skip
+
+
+def test_one_run_one_writer(tmp_path):
+    """A run that is resumed while another process resumes it is refused in one line naming
+    the holder; once the holder is killed (its lock and a half-written checkpoint left), the
+    next resume takes the run over, says so, and removes the leftover."""
+    first = run_vistra(*SUPCON, "--trainer.max_steps=2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (lock_folder,) = tmp_path.rglob("version_0")
+    lock = lock_folder / "vistra.lock"
+    assert not lock.exists()  # released when the run ended
+    holder = subprocess.Popen([sys.executable, "-m", "vistra.cli", *map(str, SUPCON),
+                               "--ckpt_path", "last", "--trainer.max_epochs=200",
+                               "--trainer.max_steps=100000"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        end = time.monotonic() + 120
+        while not (lock.exists() and f'"pid": {holder.pid}' in lock.read_text()):
+            assert time.monotonic() < end and holder.poll() is None, "the holder never locked"
+            time.sleep(0.2)
+        second = run_vistra(*SUPCON, "--ckpt_path", "last", "--trainer.max_steps=4", cwd=tmp_path)
+        line = one_line(second)
+        assert f"is in use by another vistra fit (process {holder.pid} on" in line, line
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    leftover = lock_folder / "checkpoints" / f".last.ckpt.{holder.pid}.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    third = run_vistra(*SUPCON, "--ckpt_path", "last", "--trainer.max_epochs=200",
+                       "--trainer.max_steps=4", cwd=tmp_path)  # fmt: skip
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert f"was left by process {holder.pid}, which has ended: taking the run over" in (
+        third.stderr)  # fmt: skip
+    assert "removed 1 temporary checkpoint file(s)" in third.stderr
+    assert not leftover.exists() and not lock.exists()
+
+
+def test_a_full_disk_names_itself_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The disk fills up at the second checkpoint (``torch.save`` fails as the system would)."""
+    saves: list = []
+
+    def save(obj, path, *args, **kwargs):
+        if Path(path).name.startswith(".last.ckpt"):
+            saves.append(path)
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(obj, path, *args, **kwargs)
+
+    original = torch.save
+    monkeypatch.setattr(torch, "save", save)
+    run = run_vistra(*SUPCON, "--trainer.max_steps=4", "--checkpoint.every_n_train_steps=2",
+                     cwd=tmp_path)  # fmt: skip
+    line = one_line(run)
+    assert "cannot write the checkpoint: no space left on device; the previous last.ckpt is " \
+           "intact" in line, line  # fmt: skip
+    (last,) = tmp_path.rglob("last.ckpt")
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _restored(source: Path, target: Path, **network_changes) -> Path:
+    """The checkpoint with a stored ``network`` hyper-parameter (Lightning merges it over the
+    config's): the one it was trained with, changed."""
+    from vistra.inference.checkpoint import NETWORK_KEY
+
+    checkpoint = torch.load(source, weights_only=True)
+    network = checkpoint[NETWORK_KEY]
+    network["init_args"].update(network_changes)
+    checkpoint["hyper_parameters"]["network"] = network
+    torch.save(checkpoint, target)
+    return target
+
+
+@pytest.mark.parametrize("case", ["stored width", "another size on the command line"])
+def test_network_arguments_that_do_not_make_the_weights_stop_in_one_line(
+    case, family_data, trained, tmp_path
+):
+    """A stored width of 2^20 (gigabytes of weights) or a command line asking another size
+    than the checkpoint's: one line naming the first tensor, before anything is allocated."""
+    config, args, _ = family_args(family_data, "detr")
+    ckpt = trained("detr")
+    extra = []
+    if case == "stored width":
+        ckpt = _restored(ckpt, tmp_path / "wide.ckpt", hidden_dim=2**20)
+    else:
+        extra = ["--model.init_args.network.init_args.num_queries=7"]
+    run = run_vistra("validate", "--config", config, *args, *extra, "--ckpt_path", ckpt,
+                     "--trainer.enable_progress_bar=false", cwd=tmp_path)  # fmt: skip
+    line = one_line(run)
+    assert "its network arguments make" in line and "but its weights hold" in line, line
+
+
+def test_predict_reads_no_file_a_checkpoint_names_and_checks_its_sizes(trained, tmp_path):
+    from vistra.inference.checkpoint import NETWORK_KEY
+
+    checkpoint = torch.load(trained("detr"), weights_only=True)
+    checkpoint[NETWORK_KEY]["init_args"]["checkpoint"] = str(tmp_path / "secret.pth")
+    torch.save(checkpoint, tmp_path / "names_a_file.ckpt")
+    Image.new("RGB", (64, 48)).save(tmp_path / "photo.png")
+    photo = tmp_path / "photo.png"
+    run = run_vistra("predict", "--ckpt", tmp_path / "names_a_file.ckpt", "--input", photo,
+                     "--output", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]  # the stored file option is left out
+    checkpoint[NETWORK_KEY]["init_args"]["hidden_dim"] = 2**20
+    torch.save(checkpoint, tmp_path / "wide.ckpt")
+    run = run_vistra("predict", "--ckpt", tmp_path / "wide.ckpt", "--input", photo,
+                     "--output", tmp_path / "out2", cwd=tmp_path)  # fmt: skip
+    assert "its network arguments make" in one_line(run)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "TorchScript"])
+def test_a_ckpt_path_that_is_no_checkpoint_is_named(kind, family_data, trained, tmp_path):
+    config, args, _ = family_args(family_data, "detr")
+    path = tmp_path / "broken.ckpt"
+    if kind == "truncated":
+        data = trained("detr").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    run = run_vistra("validate", "--config", config, *args, "--ckpt_path", path,
+                     "--trainer.enable_progress_bar=false", cwd=tmp_path)  # fmt: skip
+    line = one_line(run)
+    assert f"--ckpt_path {path}" in line, line
