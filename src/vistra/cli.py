@@ -9,6 +9,7 @@ once a command is chosen, so ``--help`` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from vistra.demos import NAMES as DEMOS  # the first is the default
@@ -235,9 +236,27 @@ def main(argv: list[str] | None = None) -> None:
         VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except errors as error:
         sys.exit(f"vistra: {one_line(error)}")
+    except Exception as error:
+        if not lightning_refusal(error):
+            raise
+        sys.exit(f"vistra: {' '.join(str(error).split())}")
     except Preempted as stop:
         print(f"vistra: {stop.message}", file=sys.stderr)
         sys.exit(0)
+
+
+def lightning_refusal(error: Exception) -> bool:
+    """An option Lightning itself refuses (``--trainer.val_check_interval`` beyond the epoch,
+    a strategy this machine cannot run): a ``ValueError`` or ``MisconfigurationException``
+    raised in Lightning's own code, whose message names the option."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if not isinstance(error, (ValueError, MisconfigurationException)):
+        return False
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and f"{os.sep}lightning{os.sep}" in frame.tb_frame.f_code.co_filename
 
 
 def one_line(error: Exception) -> str:

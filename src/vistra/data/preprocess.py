@@ -18,6 +18,9 @@ from PIL import Image
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_RULES = ("shorter_side", "center_crop")
+# The largest resize target: 8192 x 8192 is 800 MB of float32 input already; a file asking for
+# 100000 would ask for 120 GB.
+MAX_SIDE = 8192
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,18 @@ class Preprocess:
         if self.size < 1 or self.pad_multiple < 1:
             raise ValueError(f"size and pad_multiple must be >= 1, got {self.size}, "
                              f"{self.pad_multiple}")  # fmt: skip
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if max(self.size, self.max_size or 0) > MAX_SIDE:
+            raise ValueError(f"size and max_size must be at most {MAX_SIDE} pixels, got "
+                             f"{self.size}, {self.max_size}")  # fmt: skip
+        if self.max_size is not None and self.max_size < self.size:
+            raise ValueError(f"max_size {self.max_size} is smaller than size {self.size}")
+        for name in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 3 or not all(np.isfinite(values)):
+                raise ValueError(f"{name} needs 3 finite numbers (R, G, B), got {values}")
+            object.__setattr__(self, name, values)
+        if min(self.std) <= 0:  # a division by it: every pixel infinite or NaN
+            raise ValueError(f"std must be positive, got {self.std}")
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocess:

@@ -14,6 +14,7 @@ compared with the PyTorch model; the export fails above the tolerance.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +58,9 @@ def example_inputs(
     return (images,)
 
 
+SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2"}
+
+
 def export(
     predictor: Predictor,
     output: str | Path,
@@ -85,8 +89,17 @@ def export(
         raise ValueError(f"format must be 'onnx' or 'exported-program', got {format!r}")
     if predictor.precision is not None:
         raise ValueError("export from a float32 predictor (precision=None)")
+    if not (tolerance > 0 and math.isfinite(tolerance)):  # NaN would let every export pass
+        raise ValueError(f"tolerance must be a positive number, got {tolerance}")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    suffix = SUFFIXES[format]
+    if output.suffix != suffix:
+        raise ValueError(f"{output}: an {format} file is named *{suffix} (vistra predict and "
+                         "the loaders tell files apart by their suffix)")  # fmt: skip
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{output}: cannot create its folder ({error.strerror})") from None
     module = InferenceNetwork(predictor.kind, predictor.network, predictor.head).eval()
     inputs = example_inputs(predictor, image, height, width, batch=2 if dynamic else 1)
     names = ["images", "pixel_mask"][: len(inputs)]

@@ -49,11 +49,9 @@ class Predictor:
         self.spec, self.onnx = spec, hasattr(network, "session")
         self.device = device
         if not self.onnx:
-            import torch
-
             from vistra.inference.network import InferenceNetwork
 
-            self.device = torch.device(device)
+            self.device = usable_device(device)
             network = network.to(self.device).eval()
             head = head.to(self.device).eval() if head is not None else None
             self.forward = InferenceNetwork(spec.kind, network, head).eval()
@@ -84,6 +82,9 @@ class Predictor:
         or ``save_pretrained`` folder (``from_pretrained``), or a vistra checkpoint."""
         from vistra.convert.hub import is_pretrained
 
+        if str(source).endswith(".pt2"):
+            raise ValueError(f"{source}: an exported program (.pt2) is for torch.export.load in "
+                             "your own code; vistra runs the .ckpt or an .onnx export")  # fmt: skip
         if str(source).endswith(".onnx"):
             return cls.from_onnx(source)
         if is_pretrained(source):
@@ -236,6 +237,24 @@ class Predictor:
             results += decode(raw, self.spec, images.shape[-2:], input_sizes[start : start + step],
                               output_sizes[start : start + step])  # fmt: skip
         return results
+
+
+def usable_device(name: str):
+    """``torch.device(name)`` if this machine has it (``ValueError`` in one line otherwise)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: not a device name (cpu, cuda, cuda:1, mps)") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        raise ValueError(f"device {name!r}: this machine has no usable {device.type.upper()} "
+                         "device (use --device cpu)")  # fmt: skip
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")  # fmt: skip
+    return device
 
 
 def _name(item, index: int) -> str:

@@ -87,7 +87,9 @@ class ClassWriter(ResultWriter):
 
     def close(self) -> None:
         super().close()
-        with open(self.out / "classes.csv", "w", newline="", encoding="utf-8") as file:
+        # A file name that is not UTF-8 is written back as the file system's own bytes.
+        with open(self.out / "classes.csv", "w", newline="", encoding="utf-8",
+                  errors="surrogateescape") as file:  # fmt: skip
             csv.writer(file, lineterminator="\n").writerows(self.rows)
 
 
@@ -108,8 +110,9 @@ class EmbeddingWriter(ResultWriter):
         super().close()
         np.save(self.out / "embeddings.npy", np.stack(self.rows))
         (self.out / "embeddings.txt").write_text(
-            "\n".join(image["file_name"] for image in self.images) + "\n"
-        )
+            "\n".join(image["file_name"] for image in self.images) + "\n",
+            encoding="utf-8", errors="surrogateescape",
+        )  # fmt: skip
         if self.shown:
             import torch
 

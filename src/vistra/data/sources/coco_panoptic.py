@@ -16,7 +16,6 @@ R + 256 G + 256^2 B; 0 is unlabelled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from vistra.data.json_files import read_json as read_json_file
 from vistra.data.segment import Segment
 from vistra.data.shard_files import image_folder, open_binary, outside_folder
 from vistra.data.sources.base import (
@@ -37,13 +37,7 @@ from vistra.data.sources.base import (
 
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``; errors name the file (and line / column)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: malformed JSON at line {error.lineno} column "
-                         f"{error.colno}: {error.msg}") from None  # fmt: skip
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return data
