@@ -218,3 +218,40 @@ def test_a_ckpt_path_that_is_no_checkpoint_is_named(kind, family_data, trained, 
                      "--trainer.enable_progress_bar=false", cwd=tmp_path)  # fmt: skip
     line = one_line(run)
     assert f"--ckpt_path {path}" in line, line
+
+
+def test_extending_a_finished_run_equals_one_run_or_is_refused(family_data, tmp_path):
+    """``--ckpt_path last --trainer.max_steps 6`` after a 3-step run ends where one 6-step run
+    ends (DETR with the paper's step schedule, which does not follow the run's length; the
+    3-step run stopped mid-epoch); with a cosine schedule planned for 3 steps it is refused."""
+    config, args, _ = family_args(family_data, "detr")
+    step = [*args, "--model.init_args.schedule=step", "--trainer.enable_progress_bar=false"]
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "cosine").mkdir()
+    for folder, steps in (("two", 3), ("two", 6), ("one", 6)):
+        resume = ["--ckpt_path", "last"] if (folder, steps) == ("two", 6) else []
+        run = run_vistra("fit", "--config", config, *step, f"--trainer.max_steps={steps}",
+                         *resume, cwd=tmp_path / folder)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+    extended, single = (torch.load(next((tmp_path / f).rglob("last.ckpt")), weights_only=False)
+                        for f in ("two", "one"))  # fmt: skip
+    assert (extended["global_step"], extended["epoch"]) == (single["global_step"], single["epoch"])
+    for name, value in single["state_dict"].items():
+        assert torch.equal(extended["state_dict"][name], value), name
+    again = run_vistra("fit", "--config", config, *args, "--trainer.max_steps=3",
+                       "--trainer.enable_progress_bar=false", cwd=tmp_path / "cosine")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    longer = run_vistra("fit", "--config", config, *args, "--trainer.max_steps=6", "--ckpt_path",
+                        "last", cwd=tmp_path / "cosine")  # fmt: skip
+    assert "schedule was planned for 3 steps, and continuing it to 6 cannot" in one_line(longer)
+
+
+def test_every_run_logs_its_loss_each_epoch_and_at_its_last_step(tmp_path):
+    """13 steps of 11 per epoch at Lightning's default cadence of 50: no row at all before."""
+    run = run_vistra(*SUPCON, "--trainer.max_epochs=5", "--trainer.max_steps=13",
+                     "--trainer.log_every_n_steps=50", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    rows = [line.split(",")[:2] for line in metrics.read_text().splitlines()[1:]]
+    assert rows == [["0", "10"], ["1", "12"]], rows

@@ -132,9 +132,22 @@ def summary_lines(trainer: L.Trainer) -> list[str]:
 class FinalCheckpoint(L.Callback):
     """``last.ckpt`` also after the final step, which a step interval
     (``--checkpoint.every_n_train_steps``) does not reach unless it divides the run, and which
-    Lightning writes at the end only when no checkpoint was written before."""
+    Lightning writes at the end only when no checkpoint was written before.
+
+    A run that stops at ``max_steps`` saves it right after that step, as a mid-epoch
+    checkpoint: saved after the loop has ended, it would record the epoch as finished, and a
+    longer run continued from it (``--ckpt_path last --trainer.max_steps`` larger) would skip
+    the rest of that epoch."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            self._save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    @staticmethod
+    def _save(trainer) -> None:
         callback = trainer.checkpoint_callback
         if callback is None or not callback.save_last:
             return

@@ -35,8 +35,10 @@ from vistra.engine.loggers import RUNS_FOLDER, next_version, run_loggers
 from vistra.engine.prediction_files import PredictionFiles
 from vistra.engine.preemption import StopOnSignal
 from vistra.engine.resume import newest_resumable_run, run_of_checkpoint
+from vistra.engine.run_length import RunLength
 from vistra.engine.run_lock import RunLock
 from vistra.engine.seeding import StepSeeding
+from vistra.engine.step_logging import LogEveryEpoch
 from vistra.engine.time_budget import TimeBudget
 from vistra.inference.checkpoint import VISTRA_NETWORKS, check_shapes, vistra_network
 from vistra.tasks.sharding import register_strategy
@@ -228,8 +230,9 @@ class VistraCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        callbacks = [*callbacks, RunLock(), ParameterCount(), FinalCheckpoint(),
-                     StopOnNonFinite(), StepSeeding(), StopOnSignal(), TimeBudget()]  # fmt: skip
+        callbacks = [*callbacks, RunLock(), RunLength(), LogEveryEpoch(), ParameterCount(),
+                     FinalCheckpoint(), StopOnNonFinite(), StepSeeding(), StopOnSignal(),
+                     TimeBudget()]  # fmt: skip
         chosen = config.get("callbacks") or []
         chosen = chosen if isinstance(chosen, list) else [chosen]
         has_bar = any(isinstance(callback, ProgressBar) for callback in chosen)

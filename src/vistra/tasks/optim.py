@@ -163,7 +163,7 @@ def cosine_with_warmup(
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return planned(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), total_steps)
 
 
 def poly_with_warmup(
@@ -176,7 +176,17 @@ def poly_with_warmup(
         warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
         return warm * max(1 - step / max(total_steps, 1), 0.0) ** power
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return planned(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), total_steps)
+
+
+def planned(scheduler, total_steps: int):
+    """``scheduler`` whose factor is marked with the run length its shape follows
+    (``planned_steps``): a run continued to another length cannot follow one schedule
+    (``engine.run_length``). On the factor function, not the scheduler, whose attributes its
+    saved state would bring back from a checkpoint."""
+    for factor in scheduler.lr_lambdas:
+        factor.planned_steps = int(total_steps)
+    return scheduler
 
 
 def training_steps(trainer) -> tuple[int, int]:
