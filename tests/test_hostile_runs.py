@@ -98,33 +98,31 @@ SUPCON = [
 
 
 def test_one_run_one_writer(tmp_path):
-    """A run that is resumed while another process resumes it is refused in one line naming
-    the holder; once the holder is killed (its lock and a half-written checkpoint left), the
-    next resume takes the run over, says so, and removes the leftover."""
-    first = run_vistra(*SUPCON, "--trainer.max_steps=2", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
-    (lock_folder,) = tmp_path.rglob("version_0")
-    lock = lock_folder / "vistra.lock"
-    assert not lock.exists()  # released when the run ended
-    holder = subprocess.Popen([sys.executable, "-m", "vistra.cli", *map(str, SUPCON),
-                               "--ckpt_path", "last", "--trainer.max_epochs=200",
-                               "--trainer.max_steps=100000"], cwd=tmp_path,
+    """A run resumed while its first process still trains is refused in one line naming the
+    holder; once the holder is killed (its lock and a half-written checkpoint left), the next
+    resume takes the run over, says so, and removes the leftover."""
+    plan = [*SUPCON, "--trainer.max_epochs=40", "--trainer.max_steps=400",
+            "--checkpoint.every_n_train_steps=2"]  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-m", "vistra.cli", *map(str, plan)], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    run = tmp_path / "vistra_runs/supcon_digits/lightning_logs/version_0"
+    lock, last = run / "vistra.lock", run / "checkpoints/last.ckpt"
     try:
         end = time.monotonic() + 120
-        while not (lock.exists() and f'"pid": {holder.pid}' in lock.read_text()):
+        while not (last.exists() and lock.exists() and f'"pid": {holder.pid}' in lock.read_text()):
             assert time.monotonic() < end and holder.poll() is None, "the holder never locked"
             time.sleep(0.2)
-        second = run_vistra(*SUPCON, "--ckpt_path", "last", "--trainer.max_steps=4", cwd=tmp_path)
+        second = run_vistra(*plan, "--ckpt_path", "last", cwd=tmp_path)
         line = one_line(second)
         assert f"is in use by another vistra fit (process {holder.pid} on" in line, line
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    leftover = lock_folder / "checkpoints" / f".last.ckpt.{holder.pid}.tmp"
+    leftover = run / "checkpoints" / f".last.ckpt.{holder.pid}.tmp"
     leftover.write_bytes(b"half a checkpoint")
-    third = run_vistra(*SUPCON, "--ckpt_path", "last", "--trainer.max_epochs=200",
-                       "--trainer.max_steps=4", cwd=tmp_path)  # fmt: skip
+    # the same plan, stopped by a time limit (which does not change the schedule)
+    third = run_vistra(*plan, "--ckpt_path", "last", "--trainer.max_time=00:00:00:02",
+                       cwd=tmp_path)  # fmt: skip
     assert third.returncode == 0, third.stderr[-2000:]
     assert f"was left by process {holder.pid}, which has ended: taking the run over" in (
         third.stderr)  # fmt: skip
