@@ -215,8 +215,8 @@ def _check_annotations(
             report.add(where, "not an object")
             continue
         _duplicate(report, seen, annotation.get("id"), f"{where}.id")
-        untyped = [name for name in ("id", "image_id", "category_id")
-                   if not _is_integer(annotation.get(name))]  # fmt: skip
+        untyped = [name for name in ("id", "image_id", "category_id")  # bool is an int too
+                   if type(annotation.get(name)) is not int]  # fmt: skip
         for name in untyped:
             report.add(f"{where}.{name}", f"must be an integer, got {annotation.get(name)!r}")
         crowd = annotation.get("iscrowd", 0)
@@ -291,10 +291,6 @@ def _check_segmentation(report: CocoReport, where: str, annotation: dict, height
     problem = segmentation_problem(segmentation, height, width)
     if problem:
         report.add(f"{where}{problem[0]}", problem[1])
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
