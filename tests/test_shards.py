@@ -135,3 +135,37 @@ def test_bad_shard_input_is_one_line(tmp_path):
     (tmp_path / "broken" / "index.json").write_text("{not json")
     with pytest.raises(ValueError, match="index.json: not a vistra shard index"):
         ShardSource(tmp_path / "broken")
+
+
+def test_one_shard_format_for_image_folders_and_coco_sets(shards, tmp_path):
+    """Issue 28: one format, one writer, one reader. ``vistra data shard`` of a class folder
+    and of a COCO set write the same index format, read by the same ``ShardFolder``; an index
+    of an earlier format, or one that points a member outside its folder, is refused in one
+    line."""
+    from vistra.data.shapes import write_shapes
+    from vistra.data.shard_files import ShardFolder
+
+    write_shapes(tmp_path / "shapes", train=3, val=1, size=32, seed=0)
+    coco = tmp_path / "coco_shards"
+    run = vistra("data", "shard", tmp_path / "shapes/annotations/instances_train.json",
+                 "--images", tmp_path / "shapes/images/train", coco, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    formats = {json.loads((f / "index.json").read_text())["format"]
+               for f in (shards, coco / "images")}  # fmt: skip
+    assert formats == {"vistra-shards-2"}
+    by_name = ShardFolder(coco / "images")
+    first = json.loads((tmp_path / "shapes/annotations/instances_train.json").read_text())
+    name = first["images"][0]["file_name"]
+    assert by_name.read(name) == (tmp_path / "shapes/images/train" / name).read_bytes()
+    samples = ShardFolder(shards)
+    assert samples.read(samples.samples[0][0]) == (shards.parent / "classes" /
+                                                   samples.samples[0][2]).read_bytes()  # fmt: skip
+    for change, words in ((lambda d: d.update(format="vistra-shards-1"), "an earlier vistra"),
+                          (lambda d: d["files"][name].__setitem__(0, "../x.tar"),
+                           "is not a file of its folder")):  # fmt: skip
+        index = json.loads((coco / "images/index.json").read_text())
+        change(index)
+        (tmp_path / "changed").mkdir(exist_ok=True)
+        (tmp_path / "changed/index.json").write_text(json.dumps(index))
+        with pytest.raises(ValueError, match=words):
+            ShardFolder(tmp_path / "changed")

@@ -1,11 +1,17 @@
-"""A folder of files (the images of a COCO set, its panoptic PNGs) kept in tar shards.
+"""Tar shards: the one format ``vistra data shard`` writes, and its one reader.
 
-``vistra data shard`` writes any file folder that an annotation file points into as
-``shard-NNNNNN.tar`` files (each file's bytes as they were, under its relative name) plus an
-``index.json`` of where each file's bytes sit. ``image_folder(path)`` gives a ``ShardFolder``
-for such a folder and a plain ``Path`` otherwise; the COCO sources use either the same way
-(``folder / file_name``, ``is_file()``, ``open_binary``), so every data module that takes an
-image folder also takes a shard folder.
+A shard folder holds ``shard-NNNNNN.tar`` files (each member a file's bytes as they were, in
+the WebDataset layout: ``<key>.<ext>`` members of one sample side by side) and an
+``index.json`` of where each member's bytes sit, so that reading needs no scan:
+
+    {"format": "vistra-shards-2", "shards": [...], "files": {member: [shard, offset, size]},
+     "samples": [[member, label, name], ...], "classes": [...], "origin": "..."}
+
+``samples`` and ``classes`` are there for an image source (``ShardSource``: each image's
+member, label and name in the source); a COCO set's folders (images, panoptic PNGs) are
+written under their files' relative names, which the annotation file's ``file_name`` gives
+(``image_folder(path)`` then reads them like a folder: ``folder / file_name``, ``is_file()``,
+``open_binary``). Tars without an index (any WebDataset-layout shards) are scanned once.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-FILES_FORMAT = "vistra-file-shards-1"
+FORMAT = "vistra-shards-2"
+OLD_FORMATS = ("vistra-shards-1", "vistra-file-shards-1")
 INDEX = "index.json"
+UNLABELLED = -1
 
 
 def outside_folder(name: str) -> str | None:
@@ -33,17 +42,68 @@ def outside_folder(name: str) -> str | None:
 
 
 class ShardFolder:
-    """The files of a shard folder by their relative names (``folder / name``)."""
+    """The members of a shard folder by name (``folder / name``), read by byte offset.
+
+    ``entries``: member -> (shard, offset, size); ``samples``: [member, label, name] of an
+    image source's shards (``None`` for a COCO set's files); ``classes``. Open shard files are
+    kept per process (loader workers open their own)."""
 
     def __init__(self, root: str | Path) -> None:
+        from vistra.data.image_files import DataError  # it reads shard members: imports us
+
         self.root = Path(root)
+        self._files: dict[str, BinaryIO] = {}
         index = self.root / INDEX
+        if not index.is_file():
+            self._scan()
+            return
         try:
             data = json.loads(index.read_text())
-            self.entries = {name: (shard, int(offset), int(size))
+            version = data.get("format")
+        except (OSError, ValueError, AttributeError) as error:
+            raise DataError(f"{index}: not a vistra shard index ({error})") from None
+        if version in OLD_FORMATS:
+            raise DataError(f"{index}: shards of an earlier vistra ({version}); write them "
+                            "again with vistra data shard")  # fmt: skip
+        try:
+            self.entries = {str(name): (str(shard), int(offset), int(size))
                             for name, (shard, offset, size) in data["files"].items()}  # fmt: skip
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{index}: not a vistra file-shard index ({error})") from None
+            listed = data.get("samples")
+            self.samples = None if listed is None else [
+                (str(member), int(label), str(name)) for member, label, name in listed]  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise DataError(f"{index}: not a vistra shard index ({error})") from None
+        self.classes = [str(c) for c in data.get("classes") or []]
+        for shard, _, _ in self.entries.values():
+            if outside_folder(shard) or "/" in shard:
+                raise DataError(f"{index}: shard {shard!r} is not a file of its folder")
+
+    def _scan(self) -> None:
+        """Entries and samples of tars without an index: ``<key>.<image suffix>`` members with
+        their ``<key>.cls`` labels."""
+        from vistra.data.image_files import IMAGE_SUFFIXES
+
+        tars = sorted(self.root.glob("*.tar"))
+        if not tars:
+            raise FileNotFoundError(f"{self.root}: no index.json and no .tar shards")
+        self.entries, self.samples, labels = {}, [], {}
+        for tar in tars:
+            with tarfile.open(tar) as archive:
+                for member in archive:
+                    if not member.isfile():
+                        continue
+                    self.entries[member.name] = (tar.name, member.offset_data, member.size)
+                    key, _, suffix = member.name.rpartition(".")
+                    if f".{suffix.lower()}" in IMAGE_SUFFIXES:
+                        self.samples.append((member.name, key))
+                    elif suffix == "cls":
+                        labels[key] = int(archive.extractfile(member).read().decode().strip())
+        self.samples = [(member, labels.get(key, UNLABELLED), member)
+                        for member, key in self.samples]  # fmt: skip
+        self.classes = []
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_files": {}}
 
     def __truediv__(self, name: str) -> ShardMember:
         return ShardMember(self, str(name))
@@ -59,9 +119,11 @@ class ShardFolder:
 
     def read(self, name: str) -> bytes:
         shard, offset, size = self.entries[name]
-        with open(self.root / shard, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read(size)
+        handle = self._files.get(shard)
+        if handle is None:
+            handle = self._files[shard] = open(self.root / shard, "rb")  # noqa: SIM115
+        handle.seek(offset)
+        data = handle.read(size)
         if len(data) != size:
             raise OSError(f"{self.root / shard}: truncated at {name}")
         return data
@@ -94,13 +156,13 @@ def is_shard_folder(path: str | Path) -> bool:
     if not index.is_file():
         return False
     try:
-        return json.loads(index.read_text()).get("format") == FILES_FORMAT
+        return json.loads(index.read_text()).get("format") in (FORMAT, *OLD_FORMATS)
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def image_folder(path: str | Path) -> Path | ShardFolder:
-    """``path`` as a ``ShardFolder`` when it holds file shards, else as a ``Path``."""
+    """``path`` as a ``ShardFolder`` when it holds shards, else as a ``Path``."""
     return ShardFolder(path) if is_shard_folder(path) else Path(path)
 
 

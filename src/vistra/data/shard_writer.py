@@ -1,9 +1,9 @@
-"""``vistra data shard``: an image source written into tar shards (the WebDataset layout).
+"""``vistra data shard``: files into tar shards (the one format of ``vistra.data.shard_files``).
 
-Each sample is ``<key>.<ext>`` (the image file's bytes as they were: no re-encoding),
-``<key>.cls`` (its label, absent for unlabelled images) and ``<key>.json`` (its name in the
-source); the shards are ``shard-000000.tar``, ... with ``index.json`` beside them, which
-records the classes and where each image's bytes sit in its shard (so reading needs no scan).
+An image source's samples are ``<key>.<ext>`` (the image file's bytes as they were: no
+re-encoding), ``<key>.cls`` (its label, absent for unlabelled images) and ``<key>.json`` (its
+name in the source), keys numbered in source order; a COCO set's files keep their relative
+names. ``index.json`` beside the shards records where each member's bytes sit.
 """
 
 from __future__ import annotations
@@ -11,27 +11,36 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vistra.data.shard_files import FILES_FORMAT, INDEX
-from vistra.data.sources.base import UNLABELLED, ImageSource
+from vistra.data.shard_files import FORMAT, INDEX, UNLABELLED
+from vistra.data.sources.base import ImageSource
 
-FORMAT = "vistra-shards-1"
+# One sample: the members written side by side into one shard, each (name, bytes of it).
+Sample = list[tuple[str, Callable[[], bytes]]]
 
 
-def image_bytes(source: ImageSource, index: int) -> tuple[bytes, str]:
-    """The file's own bytes and suffix; in-memory images encoded as PNG."""
+def image_suffix(source: ImageSource, index: int) -> str:
+    """The suffix of an image's own file (``png`` for in-memory images)."""
+    item = source.items[index]
+    if isinstance(item, np.ndarray):
+        return "png"
+    return Path(item).suffix.lower().lstrip(".") or "jpg"
+
+
+def image_bytes(source: ImageSource, index: int) -> bytes:
+    """The file's own bytes; in-memory images encoded as PNG."""
     item = source.items[index]
     if isinstance(item, np.ndarray):
         buffer = io.BytesIO()
         Image.fromarray(item).save(buffer, format="PNG")
-        return buffer.getvalue(), "png"
-    path = Path(item)
-    return path.read_bytes(), path.suffix.lower().lstrip(".") or "jpg"
+        return buffer.getvalue()
+    return Path(item).read_bytes()
 
 
 def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> int:
@@ -44,58 +53,50 @@ def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> int:
     return start + len(header)
 
 
-def write_shards(source: ImageSource, out: str | Path, shard_size: int = 1000) -> Path:
-    """Write ``source`` into ``out/shard-NNNNNN.tar`` of ``shard_size`` images; returns the
-    index file."""
+def write_samples(samples: list[Sample], out: str | Path, shard_size: int, index: dict,
+                  what: str = "file") -> Path:  # fmt: skip
+    """``samples`` into ``out/shard-NNNNNN.tar`` of ``shard_size`` samples each and
+    ``out/index.json`` (``index`` plus the format, the shards and the members); returns
+    ``out``."""
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shards = []
-    with tqdm(total=len(source), desc="shard", unit="image") as progress:
-        for start in range(0, len(source), shard_size):
-            name = f"shard-{len(shards):06d}.tar"
-            with tarfile.open(out / name, "w") as archive:
-                stop = min(start + shard_size, len(source))
-                samples = [add_sample(archive, source, index) for index in range(start, stop)]
-            shards.append({"file": name, "samples": samples})
-            progress.update(len(samples))
-    index = {"format": FORMAT, "origin": str(source.origin), "classes": list(source.classes),
-             "shards": shards}  # fmt: skip
-    (out / INDEX).write_text(json.dumps(index))
-    return out / INDEX
+    entries, shards = {}, []
+    with tqdm(total=len(samples), desc=f"shard {out.name}", unit=what) as progress:
+        for start in range(0, len(samples), shard_size):
+            shard = f"shard-{len(shards):06d}.tar"
+            with tarfile.open(out / shard, "w") as archive:
+                for sample in samples[start : start + shard_size]:
+                    for name, content in sample:
+                        data = content()
+                        entries[name] = [shard, add_member(archive, name, data), len(data)]
+                    progress.update(1)
+            shards.append(shard)
+    (out / INDEX).write_text(json.dumps({"format": FORMAT, **index, "shards": shards,
+                                         "files": entries}))  # fmt: skip
+    return out
 
 
-def add_sample(archive: tarfile.TarFile, source: ImageSource, index: int) -> list:
-    """Image, label and name of ``source[index]`` -> ``[name, offset, size, label]``."""
-    key = f"{index:09d}"
-    data, suffix = image_bytes(source, index)
-    label = source.labels[index]
-    offset = add_member(archive, f"{key}.{suffix}", data)
-    if label != UNLABELLED:
-        add_member(archive, f"{key}.cls", str(label).encode())
-    name = source.item_name(index).as_posix()
-    add_member(archive, f"{key}.json", json.dumps({"name": name}).encode())
-    return [name, offset, len(data), label]
+def write_shards(source: ImageSource, out: str | Path, shard_size: int = 1000) -> Path:
+    """An image source into shards; returns the index file."""
+    samples, listed = [], []
+    for position in range(len(source)):
+        key, label = f"{position:09d}", source.labels[position]
+        name = source.item_name(position).as_posix()
+        suffix = image_suffix(source, position)
+        sample = [(f"{key}.{suffix}", lambda p=position: image_bytes(source, p))]
+        if label != UNLABELLED:
+            sample.append((f"{key}.cls", lambda v=label: str(v).encode()))
+        sample.append((f"{key}.json", lambda n=name: json.dumps({"name": n}).encode()))
+        samples.append(sample)
+        listed.append([f"{key}.{suffix}", int(label), name])
+    index = {"origin": str(source.origin), "classes": list(source.classes), "samples": listed}
+    return write_samples(samples, out, shard_size, index, "image") / INDEX
 
 
 def write_file_shards(files: list[tuple[str, Path]], out: str | Path, shard_size: int) -> Path:
-    """Files by relative name -> ``out/shard-NNNNNN.tar`` of ``shard_size`` files each, and
-    ``out/index.json`` (``vistra.data.shard_files``); returns ``out``."""
-    if shard_size < 1:
-        raise ValueError(f"--shard-size must be at least 1, got {shard_size}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    entries, shard_names = {}, []
-    with tqdm(total=len(files), desc=f"shard {out.name}", unit="file") as progress:
-        for start in range(0, len(files), shard_size):
-            shard = f"shard-{len(shard_names):06d}.tar"
-            with tarfile.open(out / shard, "w") as archive:
-                for name, path in files[start : start + shard_size]:
-                    data = Path(path).read_bytes()
-                    entries[name] = [shard, add_member(archive, name, data), len(data)]
-                    progress.update(1)
-            shard_names.append(shard)
-    index = {"format": FILES_FORMAT, "shards": shard_names, "files": entries}
-    (out / INDEX).write_text(json.dumps(index))
-    return out
+    """Files by relative name (a COCO set's images, its panoptic PNGs) into shards; returns
+    ``out``."""
+    samples = [[(name, lambda p=path: Path(p).read_bytes())] for name, path in files]
+    return write_samples(samples, out, shard_size, {})
