@@ -179,3 +179,23 @@ def test_file_names_that_are_not_utf8_keep_every_result(family, files, tmp_path)
     listing = "classes.csv" if family == "classification" else "embeddings.txt"
     written = (tmp_path / "out" / listing).read_bytes()
     assert b"\xff.png" in written and b"ok.png" in written  # the file system's own bytes
+
+
+def test_a_result_file_that_cannot_be_written_loses_no_other_result(files, tmp_path):
+    """Two inputs that differ by suffix only keep it in their output names: at the file
+    system's 255-byte limit, their pictures cannot be written; every detection row still is."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    stem = "x" * 251
+    for suffix in (".jpg", ".png"):
+        Image.new("RGB", (40, 30)).save(photos / f"{stem}{suffix}")
+    Image.new("RGB", (40, 30)).save(photos / "short.png")
+    run = run_vistra("predict", "--ckpt", files["ckpt"]["detection"], "--input", photos,
+                     "--output", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.count("a file of its results could not be written") == 2, run.stderr
+    rows = json.loads((tmp_path / "out/detections.json").read_text())
+    assert sorted({row["image_id"] for row in rows}) == [1, 2, 3]
+    assert [p.name for p in (tmp_path / "out/pictures").iterdir()] == ["short.png"]

@@ -29,7 +29,7 @@ class SegmentationWriter(ResultWriter):
             entry["original_width"], entry["original_height"] = record.image.size
             self.reduced += 1
         self.images.append(entry)
-        self.write(record, result)
+        self.write_kept(record, result)
 
     def write(self, record, result) -> None:
         from vistra.inference.pictures import write_panoptic_png
@@ -40,6 +40,7 @@ class SegmentationWriter(ResultWriter):
             semantic_image,
         )
 
+        self.instances += instance_rows(result, self.spec, record.image_id)
         semantic_image(result).save(output_file(self.out / "semantic", record.stem, ".png"))
         if result.panoptic is not None:
             png = output_file(self.out / "panoptic", record.stem, ".png")
@@ -47,7 +48,6 @@ class SegmentationWriter(ResultWriter):
             self.panoptic.append({"image_id": record.image_id,
                                   "file_name": f"{record.stem.as_posix()}.png",
                                   "segments_info": segment_rows(result)})  # fmt: skip
-        self.instances += instance_rows(result, self.spec, record.image_id)
         segmentation_picture(record.image, result, self.spec).save(
             output_file(self.out / "pictures", record.stem, ".png")
         )

@@ -33,8 +33,11 @@ class ImageRecord:
 
 
 def output_file(folder: Path, stem: Path, suffix: str) -> Path:
-    """``folder/<stem><suffix>``, its sub-folders created."""
+    """``folder/<stem><suffix>``, its sub-folders created; a name that would resolve outside
+    ``folder`` (an absolute stem, ``..``, a link out of it) is refused."""
     target = folder / stem.parent / f"{stem.name}{suffix}"
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{stem}: its output {target} would leave {folder}")
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
@@ -53,7 +56,16 @@ class ResultWriter:
         width, height = record.image.size
         self.images.append({"id": record.image_id, "file_name": record.name.as_posix(),
                             "width": width, "height": height})  # fmt: skip
-        self.write(record, result)
+        self.write_kept(record, result)
+
+    def write_kept(self, record: ImageRecord, result) -> None:
+        """``write``, where a file that cannot be written (a name too long, a full disk) is
+        named and the run goes on: the results files still hold every image's rows."""
+        try:
+            self.write(record, result)
+        except (OSError, ValueError) as error:
+            print(f"vistra predict: {record.name.as_posix()}: a file of its results could not "
+                  f"be written ({error}); the rest are kept", file=sys.stderr)  # fmt: skip
 
     def write(self, record: ImageRecord, result) -> None:
         raise NotImplementedError
