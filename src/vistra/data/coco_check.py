@@ -180,7 +180,7 @@ def _check_images(
 def _check_image_size(report: CocoReport, where: str, path: Path, width: int, height: int):
     from PIL import Image, ImageOps
 
-    from vistra.data.shard_files import open_binary
+    from vistra.data.image_files import open_binary
 
     try:
         with open_binary(path) as handle, Image.open(handle) as opened:

@@ -7,11 +7,10 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from vistra.data.shard_files import open_binary
 
 # What every reader of image files takes for an image (folders, predict inputs, COCO panoptic).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -50,6 +49,13 @@ def as_rgb(image: Image.Image, upright: bool = True) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def open_binary(path) -> BinaryIO:
+    """A binary file object for a file, or for anything that opens its own bytes (a shard
+    member: ``vistra.data.shard_files.ShardMember``); ``FileNotFoundError`` if absent."""
+    opener = getattr(path, "open_binary", None)
+    return opener() if opener is not None else open(path, "rb")  # noqa: SIM115 - caller closes
 
 
 def max_pixels() -> int:

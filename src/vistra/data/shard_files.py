@@ -11,7 +11,8 @@ the WebDataset layout: ``<key>.<ext>`` members of one sample side by side) and a
 member, label and name in the source); a COCO set's folders (images, panoptic PNGs) are
 written under their files' relative names, which the annotation file's ``file_name`` gives
 (``image_folder(path)`` then reads them like a folder: ``folder / file_name``, ``is_file()``,
-``open_binary``). Tars without an index (any WebDataset-layout shards) are scanned once.
+``vistra.data.image_files.open_binary``). Tars without an index (any WebDataset-layout
+shards) are scanned once.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class ShardFolder:
     kept per process (loader workers open their own)."""
 
     def __init__(self, root: str | Path) -> None:
-        from vistra.data.image_files import DataError  # it reads shard members: imports us
+        from vistra.data.image_files import DataError
 
         self.root = Path(root)
         self._files: dict[str, BinaryIO] = {}
@@ -150,6 +151,10 @@ class ShardMember(os.PathLike):
             raise FileNotFoundError(f"{self}: not in the shards")
         return self.folder.read(self.name)
 
+    def open_binary(self) -> BinaryIO:
+        """Its bytes as a file object (``vistra.data.image_files.open_binary``)."""
+        return io.BytesIO(self.read_bytes())
+
 
 def is_shard_folder(path: str | Path) -> bool:
     index = Path(path) / INDEX
@@ -164,10 +169,3 @@ def is_shard_folder(path: str | Path) -> bool:
 def image_folder(path: str | Path) -> Path | ShardFolder:
     """``path`` as a ``ShardFolder`` when it holds shards, else as a ``Path``."""
     return ShardFolder(path) if is_shard_folder(path) else Path(path)
-
-
-def open_binary(path: str | Path | ShardMember) -> BinaryIO:
-    """A binary file object for a real file or a shard member (FileNotFoundError if absent)."""
-    if isinstance(path, ShardMember):
-        return io.BytesIO(path.read_bytes())
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it

@@ -10,8 +10,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vistra.data.image_files import DataError, ImageLoadError, as_rgb, load_image  # noqa: F401
-from vistra.data.shard_files import open_binary
+from vistra.data.image_files import DataError, ImageLoadError, as_rgb, load_image, open_binary  # noqa: F401
 
 UNLABELLED = -1
 

@@ -24,9 +24,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from vistra.data.image_files import open_binary
 from vistra.data.json_files import read_json as read_json_file
 from vistra.data.segment import Segment
-from vistra.data.shard_files import image_folder, open_binary, outside_folder
+from vistra.data.shard_files import image_folder, outside_folder
 from vistra.data.sources.base import (
     AnnotatedFiles,
     DataError,
