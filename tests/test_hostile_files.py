@@ -199,3 +199,14 @@ def test_a_result_file_that_cannot_be_written_loses_no_other_result(files, tmp_p
     rows = json.loads((tmp_path / "out/detections.json").read_text())
     assert sorted({row["image_id"] for row in rows}) == [1, 2, 3]
     assert [p.name for p in (tmp_path / "out/pictures").iterdir()] == ["short.png"]
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path):
+    """The tests run as root, for whom permissions do not stop a write: /proc refuses every
+    new folder, as a read-only disk does."""
+    run = run_vistra("fit", "--config", CONFIGS / "supcon/resnet18_digits.yaml",
+                     "--data.init_args.image_size=16", "--trainer.max_steps=1",
+                     "--trainer.default_root_dir=/proc/vistra_run", cwd=tmp_path)  # fmt: skip
+    last = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert last.startswith("vistra: /proc/vistra_run: "), last

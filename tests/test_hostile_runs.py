@@ -59,6 +59,16 @@ def test_an_overrunning_rle_is_named_by_data_check_and_refused_by_fit(shapes, tm
     assert fit.returncode != 0 and "Traceback" not in fit.stderr  # the checker's short report
     assert "segmentation.counts: runs sum to 1000000000" in fit.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+    # Mask2Former reads such a file only through pycocotools, after a whole validation pass
+    val = shapes / "annotations/instances_val.json"
+    data = json.loads(val.read_text())
+    data["annotations"][0]["segmentation"] = {"size": [48, 48], "counts": [0, 10**9]}
+    val.write_text(json.dumps(data))
+    fit = run_vistra("fit", "--config", CONFIGS / "mask2former/shapes.yaml",
+                     *shapes_data_args(shapes, "panoptic"), "--trainer.max_steps=1",
+                     cwd=tmp_path)  # fmt: skip
+    assert fit.returncode != 0 and "Traceback" not in fit.stderr, fit.stderr[-2000:]
+    assert f"{val}: 1 problem(s)" in fit.stderr and "runs sum to 1000000000" in fit.stderr
 
 
 def test_a_panoptic_segment_listed_twice_is_refused_by_fit(shapes, tmp_path):

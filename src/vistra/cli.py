@@ -236,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
         VistraCLI(args=argv)  # None: LightningCLI reads sys.argv itself
     except errors as error:
         sys.exit(f"vistra: {one_line(error)}")
+    except OSError as error:
+        if error.filename is None:  # not a file the run could not read or write
+            raise
+        sys.exit(f"vistra: {error.filename}: {error.strerror} (a folder the run writes to, "
+                 "or a file it reads)")  # fmt: skip
     except Exception as error:
         if not lightning_refusal(error):
             raise

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from vistra.data.coco_check import check_coco
 from vistra.data.detection import PaddedBatchLoaders, _normalize
 from vistra.data.preprocess import Preprocess, pad_images
 from vistra.data.sources.coco import COCODetectionSource
@@ -128,9 +129,12 @@ class SegmentationDataModule(PaddedBatchLoaders, L.LightningDataModule):
             raise ValueError("format='semantic' needs the class names (classes or classes_file)")
         if format == "instances":  # the validation file itself holds the instances
             val_instances = val_annotations
-        elif val_instances is not None and not Path(val_instances).is_file():
-            # Checked now: the file is first read after the whole validation pass.
-            raise FileNotFoundError(f"{val_instances}: val_instances file not found")
+        elif val_instances is not None:
+            # Checked now: the file is first read after the whole validation pass, by
+            # pycocotools, which trusts its masks (an overrunning RLE never ends).
+            if not Path(val_instances).is_file():
+                raise FileNotFoundError(f"{val_instances}: val_instances file not found")
+            check_coco(val_instances).raise_if_bad()
         self.save_hyperparameters()
         self.hparams.classes = classes
         self.hparams.val_instances = val_instances
