@@ -223,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
         run_demo(name, *overrides)
         return
     silence_known_noise()
+    lightning_command(argv)
+
+
+def lightning_command(argv: list[str] | None) -> None:
+    """``vistra fit|validate|test|predict --config``: Lightning's CLI, each refusal one line."""
     from vistra.convert.files import CheckpointMismatchError
     from vistra.convert.safe import UnsafeFileError
     from vistra.data.sources.base import DataError
@@ -241,13 +246,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.exit(f"vistra: {error.filename}: {error.strerror} (a folder the run writes to, "
                  "or a file it reads)")  # fmt: skip
+    except Preempted as stop:
+        print(f"vistra: {stop.message}", file=sys.stderr)
+        sys.exit(0)
     except Exception as error:
         if not lightning_refusal(error):
             raise
         sys.exit(f"vistra: {' '.join(str(error).split())}")
-    except Preempted as stop:
-        print(f"vistra: {stop.message}", file=sys.stderr)
-        sys.exit(0)
 
 
 def lightning_refusal(error: Exception) -> bool:
