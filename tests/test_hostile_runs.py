@@ -100,6 +100,23 @@ def test_symlink_loops_are_searched_once(tmp_path):
     assert len(source) == 3
     (message,) = [str(w.message) for w in caught]
     assert "(and 1 more) leads to a folder already searched" in message
+    # class folders: the same files in torchvision's order, and a loop searched once
+    from torchvision.datasets.folder import make_dataset
+
+    from vistra.data.sources.image_folder import ImageFolderSource
+
+    classes = tmp_path / "classes"
+    for name in ("cat/a-x/1.png", "cat/a/2.png", "cat/0.png", "dog/b.png"):
+        (classes / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(classes / name)
+    reference = make_dataset(str(classes), {"cat": 0, "dog": 1}, extensions=(".png",))
+    assert list(zip(ImageFolderSource(classes).items, ImageFolderSource(classes).labels)) == (
+        reference)  # fmt: skip
+    (classes / "cat/a/loop").symlink_to("..")  # back to cat/
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(ImageFolderSource(classes)) == 4
+    assert "leads to a folder already searched" in str(caught[0].message)
 
 
 SUPCON = [

@@ -115,3 +115,25 @@ def _unidentified(handle, name: str) -> ImageLoadError:
     except Exception:  # any failure to identify means the same: not an image
         return ImageLoadError(f"{name}: cannot read image (not an image file)")
     return UnsupportedImage(f"{name}: a {found} image; vistra reads {', '.join(IMAGE_FORMATS)}")
+
+
+def walk_files(root: Path, follow_symlinks: bool = True):
+    """The files under ``root``; a folder reached twice (a symlink loop, or two links to one
+    folder) is searched once, and what was left out is named in one warning."""
+    seen, skipped = set(), []
+    for folder, subfolders, files in os.walk(root, followlinks=follow_symlinks):
+        try:
+            status = os.stat(folder)
+        except OSError:
+            continue
+        if (status.st_dev, status.st_ino) in seen:
+            skipped.append(folder)
+            subfolders[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        for name in files:
+            yield Path(folder) / name
+    if skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        warnings.warn(f"{root}: {skipped[0]}{more} leads to a folder already searched (a "
+                      "symlink loop or a second link): searched once", stacklevel=2)  # fmt: skip

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets.folder import find_classes, make_dataset
+from torchvision.datasets.folder import find_classes
 
-from vistra.data.image_files import IMAGE_SUFFIXES
+from vistra.data.image_files import IMAGE_SUFFIXES, walk_files
 from vistra.data.sources.base import ImageSource
 
 
 class ImageFolderSource(ImageSource):
-    """``root/<class name>/**/<image>``; classes sorted by name get labels 0..C-1.
+    """``root/<class name>/**/<image>``; classes sorted by name get labels 0..C-1. A class
+    folder reached twice through symlinks (a loop) is searched once, with a warning.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -29,9 +30,12 @@ class ImageFolderSource(ImageSource):
                 f"{root}: expected one sub-folder per class ({error}); for images without "
                 "labels use vistra.data.UnlabelledFolderSource"
             ) from error
-        samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
-        self.items = [path for path, _ in samples]
-        self.labels = [label for _, label in samples]
+        self.items, self.labels = [], []
+        for name in self.classes:  # torchvision's order: by folder, then by file name
+            found = [p for p in walk_files(Path(root) / name) if p.suffix.lower() in IMAGE_SUFFIXES]
+            found.sort(key=lambda p: (str(p.parent), p.name))
+            self.items += [str(p) for p in found]
+            self.labels += [class_to_idx[name]] * len(found)
         if skip_bad_images:
             self._drop_unreadable()
         self._check_not_empty()

@@ -3,11 +3,9 @@ SimCLR pre-training (a photo dump, a camera's output, a crawl)."""
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
 
-from vistra.data.image_files import IMAGE_SUFFIXES
+from vistra.data.image_files import IMAGE_SUFFIXES, walk_files
 from vistra.data.sources.base import UNLABELLED, ImageSource
 
 
@@ -28,7 +26,7 @@ class UnlabelledFolderSource(ImageSource):
             raise FileNotFoundError(f"{root}: image folder not found")
         self.items = sorted(
             path
-            for path in _walk(Path(root), follow_symlinks)
+            for path in walk_files(Path(root), follow_symlinks)
             if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
         )
         self.labels = [UNLABELLED] * len(self.items)
@@ -36,25 +34,3 @@ class UnlabelledFolderSource(ImageSource):
         if skip_bad_images:
             self._drop_unreadable()
         self._check_not_empty()
-
-
-def _walk(root: Path, follow_symlinks: bool):
-    """The files under ``root``; a folder reached twice (a symlink loop, or two links to one
-    folder) is searched once, and what was left out is named in one warning."""
-    seen, skipped = set(), []
-    for folder, subfolders, files in os.walk(root, followlinks=follow_symlinks):
-        try:
-            status = os.stat(folder)
-        except OSError:
-            continue
-        if (status.st_dev, status.st_ino) in seen:
-            skipped.append(folder)
-            subfolders[:] = []
-            continue
-        seen.add((status.st_dev, status.st_ino))
-        for name in files:
-            yield Path(folder) / name
-    if skipped:
-        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
-        warnings.warn(f"{root}: {skipped[0]}{more} leads to a folder already searched (a "
-                      "symlink loop or a second link): searched once", stacklevel=2)  # fmt: skip
