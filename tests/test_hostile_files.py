@@ -14,6 +14,7 @@ import pytest
 import torch
 from deploy_files import build_checkpoints, write_scenes
 from runner import run_vistra
+from unchanged import files_under
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -81,10 +82,12 @@ def test_exported_files_that_lie_are_refused(case, words, files, tmp_path):
     else:
         model = tmp_path / "model.pt2"
         model.write_bytes(b"PK")
+    before = files_under(tmp_path)
     run = run_vistra("predict", "--ckpt", model, "--input", files["images"], "--output",
                      tmp_path / "out", cwd=tmp_path)  # fmt: skip
     line = refused(run)
     assert words in line and str(model) in line, line
+    assert files_under(tmp_path, (tmp_path / "out",)) == before
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -108,6 +111,7 @@ def test_a_device_the_machine_lacks_is_named(device, files, tmp_path):
     run = run_vistra("predict", "--ckpt", files["ckpt"]["detection"], "--input", files["images"],
                      "--output", tmp_path / "out", "--device", device, cwd=tmp_path)  # fmt: skip
     assert f"device {device!r}: " in refused(run)
+    assert files_under(tmp_path, (tmp_path / "out",)) == {}
 
 
 @pytest.mark.parametrize("case", ["UTF-16", "nested"])
@@ -120,9 +124,11 @@ def test_annotation_files_in_other_encodings_or_nested_too_deep(case, tmp_path):
     else:
         path.write_text("[" * 100_000 + "]" * 100_000)
         words = "JSON nested too deeply"
+    before = files_under(tmp_path)
     run = run_vistra("data", "check", path, cwd=tmp_path)
     assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert words in run.stdout + run.stderr
+    assert files_under(tmp_path) == before
 
 
 def test_an_option_lightning_refuses_is_one_line(tmp_path):
@@ -158,8 +164,10 @@ def test_a_preprocessing_entry_that_cannot_work_is_named(change, files, tmp_path
     checkpoint = torch.load(files["ckpt"]["embedding"], weights_only=True)
     checkpoint["vistra_preprocess"].update(change)
     torch.save(checkpoint, tmp_path / "bad.ckpt")
+    before = files_under(tmp_path)
     run = run_vistra("predict", "--ckpt", tmp_path / "bad.ckpt", "--input", files["images"],
                      "--output", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    assert files_under(tmp_path, (tmp_path / "out",)) == before
     line = refused(run)
     assert "unusable inference entry" in line and list(change)[0] in line, line
 

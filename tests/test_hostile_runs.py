@@ -22,6 +22,7 @@ from command import shapes_data_args
 from families import family_args
 from PIL import Image
 from runner import run_vistra
+from unchanged import files_under
 
 from vistra.data.shapes import write_shapes
 
@@ -78,9 +79,11 @@ def test_a_panoptic_segment_listed_twice_is_refused_by_fit(shapes, tmp_path):
     entry = data["annotations"][0]
     entry["segments_info"].append(dict(entry["segments_info"][0]))
     annotations.write_text(json.dumps(data))
+    before = files_under(tmp_path)
     fit = run_vistra("fit", "--config", CONFIGS / "mask2former/shapes.yaml",
                      *shapes_data_args(shapes, "panoptic"), "--trainer.max_steps=1",
                      cwd=tmp_path)  # fmt: skip
+    assert files_under(tmp_path) == before  # refused before a run folder was made
     line = one_line(fit)
     assert "segments_info[" in line and "is listed twice" in line, line
 
@@ -203,6 +206,7 @@ def test_network_arguments_that_do_not_make_the_weights_stop_in_one_line(
     than the checkpoint's: one line naming the first tensor, before anything is allocated."""
     config, args, _ = family_args(family_data, "detr")
     ckpt = trained("detr")
+    folder, before = ckpt.parent, files_under(ckpt.parent)
     extra = []
     if case == "stored width":
         ckpt = _restored(ckpt, tmp_path / "wide.ckpt", hidden_dim=2**20)
@@ -212,6 +216,7 @@ def test_network_arguments_that_do_not_make_the_weights_stop_in_one_line(
                      "--trainer.enable_progress_bar=false", cwd=tmp_path)  # fmt: skip
     line = one_line(run)
     assert "its network arguments make" in line and "but its weights hold" in line, line
+    assert files_under(folder) == before and set(files_under(tmp_path)) <= {"wide.ckpt"}
 
 
 def test_predict_reads_no_file_a_checkpoint_names_and_checks_its_sizes(trained, tmp_path):
