@@ -9,7 +9,11 @@ decoded image in a loop in this process (one image per call, no HTTP). The sides
 over ``--rounds`` rounds, the order reversed every round; each row gives the latency
 percentiles over all its requests and the median images/s of its rounds.
 
+``--batches``: the same ``Predictor.run`` on four copies of the image as one batch against
+four calls of one image each, in turns (why the CPU default of ``--max-batch-size`` is 1).
+
     .venv/bin/python benchmarks/serve.py [--requests 24] [--clients 8] [--rounds 2]
+    .venv/bin/python benchmarks/serve.py --batches [--rounds 2]
 """
 
 from __future__ import annotations
@@ -108,6 +112,24 @@ def loop(predictor, image, requests: int) -> tuple[list[float], float]:
     return latencies, time.perf_counter() - start
 
 
+def batches(predictor, image, rounds: int) -> None:
+    """Seconds of one batch of 4 against 4 batches of 1, alternating which goes first."""
+    predictor.run([image])  # warm-up
+    times: dict[str, list[float]] = {"1 x 4": [], "4 x 1": []}
+    for turn in range(rounds):
+        order = ["1 x 4", "4 x 1"] if turn % 2 == 0 else ["4 x 1", "1 x 4"]
+        for side in order:
+            start = time.perf_counter()
+            if side == "1 x 4":
+                predictor.run([image] * 4)
+            else:
+                for _ in range(4):
+                    predictor.run([image])
+            times[side].append(time.perf_counter() - start)
+    for side, seconds in times.items():
+        print(f"{side}: " + ", ".join(f"{t:.2f} s" for t in seconds))
+
+
 def row(name: str, latencies: list[float], rates: list[float]) -> str:
     p50, p95, p99 = (np.percentile(latencies, q) * 1000 for q in (50, 95, 99))
     return f"| {name} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {statistics.median(rates):.2f} |"
@@ -118,6 +140,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=24, help="answers per side and round")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", action="store_true", help="only the batch comparison")
     options = parser.parse_args()
     import sklearn
 
@@ -128,6 +151,9 @@ def main() -> None:
     body = photo.read_bytes()
     with tempfile.TemporaryDirectory() as folder:
         ckpt = write_checkpoint(Path(folder))
+        if options.batches:
+            batches(Predictor.from_checkpoint(ckpt), load_image(photo), options.rounds)
+            return
         ports = {batch: 8300 + batch for batch in BATCH_SIZES}
         servers = [start_server(ckpt, ports[b], b, Path(folder) / f"{b}.log") for b in BATCH_SIZES]
         try:

@@ -11,15 +11,13 @@ differ); the detection data refuses a file with problems and shows the same mess
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vistra.data.coco_masks import segmentation_problem
-from vistra.data.image_files import DataError
-from vistra.data.json_files import read_json
+from vistra.data.json_files import JsonFileError, read_json
 from vistra.data.shard_files import image_folder, outside_folder
 
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (COCO rounds coordinates)
@@ -96,15 +94,9 @@ def check_coco(
         report.add("file", "not found")
         return report
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except json.JSONDecodeError as error:
-        report.add(f"line {error.lineno} column {error.colno}", f"malformed JSON: {error.msg}")
-        return report
-    except (UnicodeDecodeError, RecursionError):
-        try:  # the reader's one-line reason (encoding, nesting)
-            read_json(path)
-        except DataError as error:
-            report.add("file", str(error).split(": ", 1)[1])
+        data = read_json(path)
+    except JsonFileError as error:
+        report.add(error.where, error.reason)
         return report
     if not isinstance(data, dict):
         report.add("top level", "expected a JSON object with images, annotations, categories")

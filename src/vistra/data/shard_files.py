@@ -75,9 +75,22 @@ class ShardFolder:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise DataError(f"{index}: not a vistra shard index ({error})") from None
         self.classes = [str(c) for c in data.get("classes") or []]
-        for shard, _, _ in self.entries.values():
-            if outside_folder(shard) or "/" in shard:
-                raise DataError(f"{index}: shard {shard!r} is not a file of its folder")
+        self._check_entries(index, DataError)
+
+    def _check_entries(self, index: Path, error) -> None:
+        """Every member inside a shard file of this folder (a read of its size allocates it
+        first: an index may not ask for more than the shard holds), every sample a member."""
+        sizes: dict[str, int] = {}
+        for name, (shard, offset, size) in self.entries.items():
+            if shard not in sizes:
+                if outside_folder(shard) or "/" in shard or not (self.root / shard).is_file():
+                    raise error(f"{index}: shard {shard!r} is not a file of its folder")
+                sizes[shard] = (self.root / shard).stat().st_size
+            if offset < 0 or size < 0 or offset + size > sizes[shard]:
+                raise error(f"{index}: {name!r} lies outside {shard} ({sizes[shard]} bytes)")
+        missing = [m for m, _, _ in self.samples or [] if m not in self.entries]
+        if missing:
+            raise error(f"{index}: sample {missing[0]!r} is not among the shards' files")
 
     def _scan(self) -> None:
         """Entries and samples of tars without an index: ``<key>.<image suffix>`` members with

@@ -140,6 +140,10 @@ class FinalCheckpoint(L.Callback):
     the rest of that epoch."""
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        callback = trainer.checkpoint_callback
+        every = getattr(callback, "_every_n_train_steps", 0) or 0
+        if every and trainer.global_step % every == 0:
+            return  # the callback saves this step itself, its numbered file and last.ckpt
         if 0 < trainer.max_steps <= trainer.global_step:
             self._save(trainer)
 

@@ -67,21 +67,27 @@ def build_network(spec: dict, origin: str | Path = "checkpoint", shapes: dict | 
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict) or not all(isinstance(k, str) for k in init_args):
         raise ValueError(f"{origin}: the checkpoint's network arguments are not a dict of names")
-    init_args = {k: None if k in FILE_ARGUMENTS else v for k, v in init_args.items()}
+    init_args = without_files(init_args)
     network_class = vistra_network(class_path)
     if shapes is not None:
         check_shapes(network_class, init_args, shapes, origin)
     return network_class(**init_args)
 
 
+def without_files(init_args: dict) -> dict:
+    """Network arguments with every file argument set to ``None``."""
+    return {k: None if k in FILE_ARGUMENTS else v for k, v in init_args.items()}
+
+
 def check_shapes(network_class, init_args: dict, shapes: dict, origin) -> None:
     """``ValueError`` naming the first tensor the arguments would make in another shape than
-    the stored one, or that the file does not hold (the network built on the meta device)."""
+    the stored one, or that the file does not hold (the network built on the meta device,
+    without reading the files its arguments name: only sizes are compared)."""
     import torch
 
     try:
         with torch.device("meta"):
-            planned = network_class(**init_args).state_dict()
+            planned = network_class(**without_files(init_args)).state_dict()
     except (TypeError, ValueError) as error:
         raise ValueError(f"{origin}: unusable network arguments ({error})") from None
     for name, tensor in planned.items():

@@ -150,16 +150,13 @@ def export_command(words: list[str]) -> int:
     options = parser.parse_args(words)
     if (options.height is None) != (options.width is None):
         parser.error("give both --height and --width, or neither")
-    from vistra.convert.hub import is_pretrained
     from vistra.inference.export import export
     from vistra.inference.predictor import Predictor
 
     try:
-        if is_pretrained(options.ckpt):
-            predictor = Predictor.from_pretrained(options.ckpt)
-        else:
-            unsafe = options.unsafe_load or None
-            predictor = Predictor.from_checkpoint(options.ckpt, unsafe_load=unsafe)
+        predictor = Predictor.load(options.ckpt, unsafe_load=options.unsafe_load or None)
+        if predictor.onnx:
+            raise ValueError(f"{options.ckpt}: already an ONNX file; export the .ckpt")
         image = options.image or _synthetic_scene()
         check = None
         if not options.static and predictor.kind in ("detection", "segmentation"):

@@ -32,12 +32,16 @@ class ImageRecord:
     image: Image.Image
 
 
+class OutsideOutput(ValueError):
+    """An output name that would resolve outside the output folder."""
+
+
 def output_file(folder: Path, stem: Path, suffix: str) -> Path:
     """``folder/<stem><suffix>``, its sub-folders created; a name that would resolve outside
     ``folder`` (an absolute stem, ``..``, a link out of it) is refused."""
     target = folder / stem.parent / f"{stem.name}{suffix}"
     if not target.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"{stem}: its output {target} would leave {folder}")
+        raise OutsideOutput(f"{stem}: its output {target} would leave {folder}")
     target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
@@ -63,7 +67,7 @@ class ResultWriter:
         named and the run goes on: the results files still hold every image's rows."""
         try:
             self.write(record, result)
-        except (OSError, ValueError) as error:
+        except (OSError, OutsideOutput) as error:
             print(f"vistra predict: {record.name.as_posix()}: a file of its results could not "
                   f"be written ({error}); the rest are kept", file=sys.stderr)  # fmt: skip
 

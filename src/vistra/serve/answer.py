@@ -55,12 +55,13 @@ def _segmentation(spec: InferenceSpec, image: Image.Image, result, options: dict
     if (width, height) != image.size:  # maps of very large images come reduced
         body.update(map_width=width, map_height=height)
     if result.panoptic is not None:
-        body["segments_info"] = [dict(row, category_name=_name(spec, row["category_id"]))
-                                 for row in segment_rows(result)]  # fmt: skip
-    instances = []
-    for row in instance_rows(result, spec):
+        rows = zip(segment_rows(result), result.segments)
+        body["segments_info"] = [dict(row, category_name=s["name"]) for row, s in rows]
+    labels = np.asarray(result.instances["labels"]).tolist() if result.instances else []
+    instances = [dict(row, category_name=spec.name(label))  # one row per instance, in order
+                 for row, label in zip(instance_rows(result, spec), labels)]  # fmt: skip
+    for row in instances:
         row.pop("image_id")
-        instances.append(dict(row, category_name=_name(spec, row["category_id"])))
     body["instances"] = _best(instances, options.get("threshold"), options.get("top_k"))
     if options.get("maps"):
         body["semantic_png"] = png_base64(semantic_image(result))
@@ -71,11 +72,6 @@ def _segmentation(spec: InferenceSpec, image: Image.Image, result, options: dict
     if options.get("picture"):
         body["picture_png"] = png_base64(segmentation_picture(image, result, spec))
     return body
-
-
-def _name(spec: InferenceSpec, category_id: int) -> str:
-    ids = spec.category_ids or []
-    return spec.name(ids.index(category_id) if category_id in ids else category_id)
 
 
 def _best(rows: list[dict], threshold: float | None, top_k: int | None) -> list[dict]:
